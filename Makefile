@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Everything they need is set up here: the venv (pinned CPU torch first, so no
+# CUDA build is pulled), front-end assets from npm, and the Debian packages the
+# tests drive (chromium, docker-compose).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION := 2.13.0
+VENDOR := static/vendor
+
+.PHONY: run test venv assets system-deps test-deps clean lint
+
+run: venv assets
+	$(VENV)/bin/tunedeck up
+
+test: venv assets test-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[test,postgres]'
+	touch $@
+
+assets: $(VENDOR)/.installed
+
+$(VENDOR)/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
+	cp node_modules/htmx-ext-sse/dist/sse.js $(VENDOR)/sse.js
+	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	touch $@
+
+# Browser tests need Debian's chromium; compose checks need docker-compose.
+test-deps: venv
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) var

@@ -1,0 +1,1 @@
+"""Tunedeck web application: settings, database, API, pages."""

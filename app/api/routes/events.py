@@ -1,0 +1,37 @@
+"""The live event stream of a job (SSE)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import JobDep
+from app.events.sse import job_events, json_frames
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def resume_point(last_event_id: str | None, after: int | None) -> int:
+    """`Last-Event-ID` (sent by browsers on reconnect) wins over the `after` query parameter."""
+    if last_event_id and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return after or 0
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def get_events(
+    job: JobDep,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """`text/event-stream` of `log`, `metric` and `status` events; ends after the terminal status."""
+    start = resume_point(last_event_id, after)
+    return StreamingResponse(
+        json_frames(job_events(request.app.state.redis, job.id, start)),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )

@@ -1,0 +1,1 @@
+"""What can be trained: local model folders, the demo model and hub ids."""

@@ -1,0 +1,99 @@
+"""Base models: the demo model, `save_pretrained` folders under DATA_DIR/models, hub ids.
+
+Only `config.json` is read here (plain JSON, no torch), which is all the API
+needs to validate a job before it is queued.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app import storage
+
+DEMO_MODEL_ID = "demo"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+LOCAL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+
+class ModelNotFound(LookupError):
+    """The reference names no local folder, or the hub cannot give its config."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    source: str  # "demo" | "local" | "hub"
+    config: dict[str, Any]
+
+    @property
+    def max_positions(self) -> int | None:
+        value = self.config.get("max_position_embeddings")
+        return int(value) if isinstance(value, int) else None
+
+    def public(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "id": self.id,
+            "source": self.source,
+            "architecture": (cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0],
+            "model_type": cfg.get("model_type"),
+            "hidden_size": cfg.get("hidden_size"),
+            "num_hidden_layers": cfg.get("num_hidden_layers"),
+            "vocab_size": cfg.get("vocab_size"),
+            "max_position_embeddings": cfg.get("max_position_embeddings"),
+        }
+
+
+def _local_folder(model_id: str) -> Path | None:
+    if not LOCAL_ID.match(model_id) or model_id in {".", ".."}:
+        return None
+    folder = storage.models_dir() / model_id
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def list_models() -> list[ModelInfo]:
+    models = []
+    for folder in sorted(storage.models_dir().iterdir()):
+        if (folder / "config.json").is_file() and not folder.name.startswith("."):
+            source = "demo" if folder.name == DEMO_MODEL_ID else "local"
+            try:
+                models.append(ModelInfo(folder.name, source, _read_config(folder / "config.json")))
+            except (OSError, ValueError):
+                continue  # a half-copied folder is not offered until its config reads
+    return models
+
+
+def get_model(model_id: str) -> ModelInfo:
+    folder = _local_folder(model_id)
+    if folder is not None:
+        source = "demo" if model_id == DEMO_MODEL_ID else "local"
+        return ModelInfo(model_id, source, _read_config(folder / "config.json"))
+    if model_id == DEMO_MODEL_ID:
+        raise ModelNotFound("the demo model is not built yet: start a worker (or `tunedeck up`) once")
+    if HUB_ID.match(model_id):
+        return ModelInfo(model_id, "hub", _hub_config(model_id))
+    raise ModelNotFound(f"no model folder named {model_id!r} under the models directory")
+
+
+def _hub_config(repo_id: str) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id, "config.json", etag_timeout=5)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated: all mean "cannot use it"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelNotFound(f"cannot fetch {repo_id} from the model hub ({reason})") from exc
+    return _read_config(Path(path))
+
+
+def resolve_model_path(model_id: str) -> str:
+    """What the trainer passes to `from_pretrained`: a local folder, else the hub id."""
+    folder = _local_folder(model_id)
+    return str(folder) if folder is not None else model_id

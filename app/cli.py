@@ -1,0 +1,152 @@
+"""The `tunedeck` command: everything on one machine (`up`), or each part on its own."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate() -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from app.bootstrap import ensure_demo_dataset
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    command.upgrade(config, "head")
+    ensure_demo_dataset()
+
+
+def init_demo_model() -> None:
+    from app.storage import models_dir
+    from worker.demo_model import ensure_demo_model
+
+    ensure_demo_model(models_dir())
+
+
+def api_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port),
+            "--log-level", "warning", "--timeout-graceful-shutdown", "3"]
+
+
+def worker_command(queues: str, name: str = "tunedeck@%h") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+            "--concurrency", "1", "--loglevel", "INFO", "-n", name, "--without-gossip", "--without-mingle"]
+
+
+def _stop(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def up() -> int:
+    """Embedded Redis (unless TUNEDECK_REDIS_URL is set), migrations, API and one worker."""
+    from app.embedded_redis import free_port, start_redis
+    from app.settings import get_settings
+
+    settings = get_settings()
+    data_dir = settings.resolved_data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TUNEDECK_DATA_DIR": str(data_dir)}
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if not settings.redis_url:
+            port = free_port()
+            children.append(start_redis(data_dir / "redis", port))
+            env["TUNEDECK_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            print(f"Started Redis on port {port}", flush=True)
+        subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True)
+        print("Preparing the demo model…", flush=True)
+        subprocess.run([sys.executable, "-m", "app.cli", "init-demo"], env=env, check=True)
+        children.append(subprocess.Popen(worker_command(settings.worker_queues), env=env))
+        children.append(subprocess.Popen(api_command(settings.host, settings.port), env=env))
+        print(f"Tunedeck is running at http://{settings.host}:{settings.port}  (Ctrl-C to stop)", flush=True)
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"{child.args[0] if isinstance(child.args, list) else child.args} exited "
+                          f"with code {child.returncode}; stopping", file=sys.stderr, flush=True)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except subprocess.CalledProcessError as exc:
+        print(f"start-up step failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _stop(children)
+
+
+def generate(args: argparse.Namespace) -> int:
+    from worker.generate import generate_text
+
+    print(generate_text(args.adapter, args.base, args.prompt, args.max_new_tokens))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunedeck", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run Redis, the API and a worker on this machine")
+    api = sub.add_parser("api", help="run the web server")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", help="comma-separated queues (default: TUNEDECK_WORKER_QUEUES)")
+    worker.add_argument("--name", default="tunedeck@%h")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    sub.add_parser("init-demo", help="build the demo model under the data dir")
+    gen = sub.add_parser("generate", help="load a downloaded artifact and continue a prompt")
+    gen.add_argument("--adapter", required=True, help="artifact folder (or zip)")
+    gen.add_argument("--base", help="base model folder or hub id (default: from the adapter)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if args.command == "up":
+        return up()
+    if args.command == "api":
+        os.execv(sys.executable, api_command(args.host or settings.host, args.port or settings.port))
+    if args.command == "worker":
+        os.execv(sys.executable, worker_command(args.queues or settings.worker_queues, args.name))
+    if args.command == "migrate":
+        migrate()
+        print("database is up to date")
+        return 0
+    if args.command == "init-demo":
+        init_demo_model()
+        return 0
+    if args.command == "generate":
+        return generate(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset upload: validation line by line, normalisation to JSONL, storage."""

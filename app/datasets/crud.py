@@ -1,0 +1,72 @@
+"""Store a validated dataset: file and row appear together or not at all."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from sqlmodel import Session, select
+
+from app import storage
+from app.datasets.validate import ValidationReport, normalise
+from app.models import Dataset, new_id
+
+
+class DatasetRejected(Exception):
+    def __init__(self, errors: list[dict]) -> None:
+        super().__init__("dataset rejected")
+        self.errors = errors
+
+
+def safe_display_name(filename: str | None) -> str:
+    """Keep a readable name for the page; it never becomes a path."""
+    name = (filename or "dataset").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in "\u202e\u202d\u200f\u200e")
+    return (name or "dataset")[:120]
+
+
+def kind_of(filename: str | None, content_type: str | None) -> str | None:
+    lowered = (filename or "").lower()
+    if lowered.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    if lowered.endswith(".csv"):
+        return "csv"
+    if content_type in {"text/csv"}:
+        return "csv"
+    if content_type in {"application/jsonl", "application/x-ndjson", "application/json"}:
+        return "jsonl"
+    return None
+
+
+def create_dataset(session: Session, raw: IO[bytes], kind: str, name: str, dataset_id: str | None = None) -> Dataset:
+    dataset_id = dataset_id or new_id()
+    target = storage.dataset_file(dataset_id)
+    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=".jsonl", dir=storage.datasets_dir())
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            report: ValidationReport = normalise(raw, kind, out)
+            out.flush()
+            os.fsync(out.fileno())
+        if not report.ok:
+            raise DatasetRejected(report.errors)
+        dataset = Dataset(
+            id=dataset_id, name=name, format=report.format or "text", rows=report.rows,
+            size_bytes=tmp.stat().st_size, path=storage.relative(target),
+        )
+        os.replace(tmp, target)
+        session.add(dataset)
+        try:
+            session.commit()
+        except Exception:
+            target.unlink(missing_ok=True)
+            raise
+        session.refresh(dataset)
+        return dataset
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.exec(select(Dataset).order_by(Dataset.created_at.desc())))  # type: ignore[attr-defined]

@@ -1,0 +1,86 @@
+"""The row formats Tunedeck trains on, and how to recognise each.
+
+A dataset has one format; the first good row fixes it, and a later row in a
+different shape is an error on that row rather than a silent mix.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "alpaca": ("instruction", "output"),
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "text": ("text",),
+}
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
+
+
+class RowError(ValueError):
+    """A row that cannot be trained on; the message names the field."""
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    for name, required in FORMAT_FIELDS.items():
+        if all(key in row for key in required):
+            return name
+    keys = ", ".join(sorted(row)) or "none"
+    raise RowError(
+        "no known format: expected `instruction`+`output`, `prompt`+`completion`, "
+        f"`messages` or `text` (found fields: {keys})"
+    )
+
+
+def _text_field(row: dict[str, Any], key: str, *, required: bool = True) -> str:
+    value = row.get(key)
+    if value is None:
+        if required:
+            raise RowError(f"missing field `{key}`")
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"field `{key}` must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise RowError(f"field `{key}` is empty")
+    return value
+
+
+def normalise_row(row: Any, fmt: str) -> dict[str, Any]:
+    """Check one row against the dataset's format and keep only the fields we train on."""
+    if not isinstance(row, dict):
+        raise RowError(f"expected a JSON object, got {_json_type(row)}")
+    if fmt == "alpaca":
+        return {
+            "instruction": _text_field(row, "instruction"),
+            "input": _text_field(row, "input", required=False),
+            "output": _text_field(row, "output"),
+        }
+    if fmt == "prompt_completion":
+        return {"prompt": _text_field(row, "prompt"), "completion": _text_field(row, "completion")}
+    if fmt == "text":
+        return {"text": _text_field(row, "text")}
+    return {"messages": _messages(row)}
+
+
+def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RowError("field `messages` must be a non-empty list")
+    out: list[dict[str, str]] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RowError(f"`messages[{i}]` must be an object with `role` and `content`")
+        role, content = message.get("role"), message.get("content")
+        if role not in CHAT_ROLES:
+            raise RowError(f"`messages[{i}].role` must be one of system, user, assistant (got {role!r})")
+        if not isinstance(content, str):
+            raise RowError(f"`messages[{i}].content` must be a string")
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        raise RowError("`messages` has no assistant turn to learn from")
+    return out
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )

@@ -1,0 +1,1 @@
+"""Jobs: creation with validation against the model and dataset, queries, cancel."""

@@ -1,0 +1,130 @@
+"""Job rows: create, read, cancel. Routes stay thin; the rules live here."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from app.catalog.models import ModelNotFound, get_model
+from app.dispatch import enqueue_job
+from app.events.store import append_events
+from app.models import TERMINAL_STATUSES, Dataset, Job, utcnow
+from app.schemas.jobs import JobPublic, LoraJobCreate, Progress
+from app.schemas.methods import LORA_TARGET_PRESETS
+
+
+class FieldError(ValueError):
+    """A request field that is well-formed but wrong for this model or dataset."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+KNOWN_LINEAR_NAMES = frozenset(name for names in LORA_TARGET_PRESETS.values() for name in names)
+LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"})
+
+
+def check_against_model(body: LoraJobCreate) -> None:
+    try:
+        info = get_model(body.model)
+    except ModelNotFound as exc:
+        raise FieldError(("model",), str(exc)) from exc
+    limit = info.max_positions
+    if limit is not None and body.hyperparameters.seq_len > limit:
+        raise FieldError(
+            ("hyperparameters", "seq_len"),
+            f"seq_len {body.hyperparameters.seq_len} is above the model's limit of {limit} positions",
+        )
+    targets = body.method_config.target_modules
+    if isinstance(targets, list) and info.config.get("model_type") in LLAMA_LIKE:
+        unknown = sorted(set(targets) - KNOWN_LINEAR_NAMES)
+        if unknown:
+            raise FieldError(
+                ("method_config", "target_modules"),
+                f"the model has no module named {', '.join(unknown)}; "
+                f"choose from {', '.join(sorted(KNOWN_LINEAR_NAMES))}",
+            )
+
+
+def create_job(session: Session, body: LoraJobCreate) -> Job:
+    if session.get(Dataset, body.dataset) is None:
+        raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
+    check_against_model(body)
+    config = body.model_dump(mode="json")
+    job = Job(
+        name=body.name or f"{body.method} on {body.model}",
+        model=body.model,
+        dataset_id=body.dataset,
+        method=body.method,
+        config=config,
+        queue="cpu",
+        total_steps=body.hyperparameters.max_steps or 0,
+    )
+    session.add(job)
+    session.flush()
+    append_events(session, job.id, [("status", {"status": "queued"})])
+    session.commit()
+    session.refresh(job)
+    enqueue_job(job.id, job.queue)
+    return job
+
+
+def list_jobs(
+    session: Session, *, status: str | None = None, method: str | None = None,
+    search: str | None = None, offset: int = 0, limit: int = 50,
+) -> tuple[list[Job], int]:
+    conditions = []
+    if status:
+        conditions.append(Job.status == status)
+    if method:
+        conditions.append(Job.method == method)
+    if search:
+        conditions.append(Job.name.contains(search))  # type: ignore[attr-defined]
+    count = session.exec(select(func.count()).select_from(Job).where(*conditions)).one()
+    stmt = select(Job).where(*conditions).order_by(Job.created_at.desc()).offset(offset).limit(limit)  # type: ignore[attr-defined]
+    return list(session.exec(stmt)), int(count)
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """A queued job is cancelled on the spot; a running one is asked to stop at its next step."""
+    if job.status in TERMINAL_STATUSES:
+        return job
+    queued = session.exec(  # type: ignore[call-overload]
+        update(Job).where(Job.id == job.id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    )
+    if queued.rowcount == 1:
+        session.commit()
+        session.refresh(job)
+        append_events(session, job.id, [("status", {"status": "cancelled"})])
+        session.commit()
+    else:
+        session.exec(  # type: ignore[call-overload]
+            update(Job).where(Job.id == job.id, Job.status == "running")
+            .values(status="cancelling", cancel_requested=True)
+        )
+        session.commit()
+    session.refresh(job)
+    return job
+
+
+def downloads(job: Job) -> dict[str, str]:
+    if job.status != "succeeded" or not job.artifact_path:
+        return {}
+    return {"adapter": f"/api/v1/jobs/{job.id}/adapter"}
+
+
+def to_public(job: Job) -> JobPublic:
+    config: dict[str, Any] = job.config
+    return JobPublic(
+        id=job.id, name=job.name, status=job.status, model=job.model, dataset=job.dataset_id,
+        method=job.method, queue=job.queue,
+        hyperparameters=config.get("hyperparameters", {}), method_config=config.get("method_config", {}),
+        progress=Progress(step=job.step, total=job.total_steps), metrics=job.metrics, summary=job.summary,
+        error=job.error, attempt=job.attempt, worker=job.worker, peak_memory_bytes=job.peak_memory_bytes,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        downloads=downloads(job),
+    )

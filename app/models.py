@@ -1,0 +1,72 @@
+"""Database tables. The job row is the single source of truth for a job."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+class Dataset(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    name: str = Field(max_length=255)
+    format: str = Field(max_length=32)
+    rows: int
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    path: str = Field(description="Normalised JSONL, relative to the data dir")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=255)
+    model: str = Field(max_length=255)
+    dataset_id: str = Field(max_length=64, index=True)
+    method: str = Field(max_length=32, index=True)
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    queue: str = Field(default="cpu", max_length=32)
+    status: str = Field(default="queued", max_length=16, index=True)
+    step: int = 0
+    total_steps: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    artifact_path: str | None = None
+    peak_memory_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    attempt: int = 0
+    worker: str | None = None
+    cancel_requested: bool = False
+    event_seq: int = Field(default=0, description="Last event sequence number allocated")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobEvent(SQLModel, table=True):
+    """Every event a job emitted, so a page reopened later replays its full history."""
+
+    __tablename__ = "job_event"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_event_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=64, foreign_key="job.id", index=True)
+    seq: int
+    kind: str = Field(max_length=16)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")

@@ -1,0 +1,1 @@
+"""Pydantic models at the API boundary: what a client may send and what it gets back."""

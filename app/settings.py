@@ -1,0 +1,58 @@
+"""One settings object, read from `TUNEDECK_*` environment variables.
+
+Everything that differs between a laptop and a GPU cluster lives here, so the
+rest of the code never reads the environment itself.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEDECK_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="Datasets, models, checkpoints and artifacts")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under the data dir")
+    redis_url: str | None = Field(None, description="Broker and event streams; `tunedeck up` starts an embedded Redis when unset")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: int = Field(200, description="Largest dataset upload accepted")
+    worker_queues: str = Field("cpu", description="Comma-separated Celery queues a worker consumes")
+    event_stream_maxlen: int = Field(10_000, description="Events kept per job in its Redis stream")
+    cancel_grace_seconds: float = Field(10.0, description="Time a cancelled trainer gets before it is killed")
+    hf_offline: bool = Field(False, description="Never reach a model hub")
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'tunedeck.db'}"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.resolved_data_dir / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.resolved_data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.resolved_data_dir / "jobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,59 @@
+"""Turn the new-job form into the same JSON body the API takes, and errors back into field messages."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.schemas.jobs import JobCreate
+
+JOB_BODY = TypeAdapter(JobCreate)
+
+# Form field name -> path in the JSON body. Empty inputs are left out so defaults apply.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "model": ("model",),
+    "dataset": ("dataset",),
+    "method": ("method",),
+    "max_steps": ("hyperparameters", "max_steps"),
+    "learning_rate": ("hyperparameters", "learning_rate"),
+    "batch_size": ("hyperparameters", "batch_size"),
+    "seq_len": ("hyperparameters", "seq_len"),
+    "gradient_accumulation": ("hyperparameters", "gradient_accumulation"),
+    "r": ("method_config", "r"),
+    "alpha": ("method_config", "alpha"),
+    "dropout": ("method_config", "dropout"),
+    "target_modules": ("method_config", "target_modules"),
+}
+
+
+def body_from_form(form: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for field, path in FIELDS.items():
+        value = (form.get(field) or "").strip()
+        if not value:
+            continue
+        node = body
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    if form.get("hub_model", "").strip():
+        body["model"] = form["hub_model"].strip()
+    return body
+
+
+def field_for(loc: tuple[Any, ...]) -> str:
+    """Map a pydantic/FieldError location back to the form field that shows it."""
+    parts = [str(p) for p in loc if p not in ("body",) and not str(p).startswith(("lora",))]
+    for field, path in FIELDS.items():
+        if tuple(parts[: len(path)]) == path:
+            return field
+    return parts[-1] if parts else "form"
+
+
+def validation_messages(exc: ValidationError) -> dict[str, str]:
+    messages: dict[str, str] = {}
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if p != "lora")
+        messages.setdefault(field_for(loc), error["msg"])
+    return messages

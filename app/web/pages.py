@@ -1,0 +1,140 @@
+"""HTML pages. One URL gives the whole page, or only the fragment an htmx request asks for."""
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import JobDep, SessionDep
+from app.api.routes.events import SSE_HEADERS, resume_point
+from app.catalog.models import list_models
+from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
+from app.events.sse import Event, format_event, is_terminal, job_events
+from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
+from app.models import JOB_STATUSES
+from app.schemas.methods import LORA_TARGET_PRESETS, METHODS
+from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
+from app.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+
+
+def _form_context(session: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "models": list_models(),
+        "datasets": list_datasets(session),
+        "methods": METHODS,
+        "presets": list(LORA_TARGET_PRESETS),
+        "values": values or {},
+        "errors": errors or {},
+    }
+
+
+@router.get("/")
+def index() -> RedirectResponse:
+    return RedirectResponse("/jobs", status_code=303)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request, session: SessionDep, status: str | None = None, method: str | None = None,
+    q: str | None = None, page: int = 1, hx_request: Annotated[str | None, Header()] = None,
+) -> HTMLResponse:
+    page = max(page, 1)
+    status = status if status in JOB_STATUSES else None
+    jobs, count = list_jobs(session, status=status, method=method or None, search=q or None, offset=(page - 1) * 50, limit=50)
+    context = {"jobs": jobs, "count": count, "page": page, "status": status, "method": method, "q": q or "",
+               "statuses": JOB_STATUSES, "methods": METHODS, "pages": max((count + 49) // 50, 1)}
+    name = "partials/jobs_table.html" if hx_request else "jobs_list.html"
+    response = templates.TemplateResponse(request, name, context)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+@router.get("/jobs/new", response_class=HTMLResponse)
+def new_job_page(request: Request, session: SessionDep) -> HTMLResponse:
+    return templates.TemplateResponse(request, "job_new.html", _form_context(session))
+
+
+@router.post("/jobs", response_class=HTMLResponse)
+async def submit_job(request: Request, session: SessionDep) -> Response:
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        body = JOB_BODY.validate_python(body_from_form(form))
+        job = await run_in_threadpool(create_job, session, body)
+    except ValidationError as exc:
+        errors = validation_messages(exc)
+    except FieldError as exc:
+        errors = {field_for(exc.loc): exc.message}
+    else:
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+    return templates.TemplateResponse(request, "job_new.html", _form_context(session, form, errors), status_code=422)
+
+
+@router.post("/datasets/upload", response_class=HTMLResponse)
+async def upload_dataset_fragment(request: Request, session: SessionDep, file: UploadFile) -> HTMLResponse:
+    kind = kind_of(file.filename, file.content_type)
+    errors: list[dict[str, Any]] = []
+    selected = None
+    if kind is None:
+        errors = [{"line": 0, "error": "upload a .jsonl or .csv file"}]
+    else:
+        try:
+            dataset = await run_in_threadpool(create_dataset, session, file.file, kind, safe_display_name(file.filename))
+            selected = dataset.id
+        except DatasetRejected as exc:
+            errors = exc.errors
+    context = {"datasets": list_datasets(session), "selected": selected, "upload_errors": errors}
+    # 200 even when rejected: htmx swaps only successful responses, and the errors are the content.
+    return templates.TemplateResponse(request, "partials/dataset_select.html", context)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job: JobDep) -> HTMLResponse:
+    return templates.TemplateResponse(request, "job_detail.html", {"job": job, "downloads": downloads(job)})
+
+
+@router.get("/jobs/{job_id}/summary", response_class=HTMLResponse)
+def job_summary(request: Request, job: JobDep) -> HTMLResponse:
+    return templates.TemplateResponse(request, "partials/job_summary.html", {"job": job, "downloads": downloads(job)})
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
+def cancel_from_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
+    job = cancel_job(session, job)
+    return templates.TemplateResponse(request, "partials/status_badge.html", {"status": job.status})
+
+
+async def _html_frames(request: Request, events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
+    """The page's stream: log lines and badges as HTML fragments, metrics as JSON for the chart glue."""
+    badge = templates.get_template("partials/status_badge.html")
+    progress = templates.get_template("partials/progress.html")
+    async for item in events:
+        if isinstance(item, str):
+            yield item
+            continue
+        seq, kind, data = item
+        if kind == "log":
+            level = html.escape(str(data.get("level", "info")))
+            yield format_event(seq, "log", f'<div class="log-line {level}">{html.escape(str(data.get("message", "")))}</div>')
+        elif kind == "metric":
+            yield format_event(seq, "metric", json.dumps(data))
+            yield format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0)))
+        elif kind == "status":
+            yield format_event(seq, "status", badge.render(status=data.get("status")))
+            if is_terminal(kind, data):
+                yield format_event(None, "end", "{}")
+
+
+@router.get("/jobs/{job_id}/live")
+async def job_live(
+    request: Request, job: JobDep, last_event_id: Annotated[str | None, Header()] = None
+) -> StreamingResponse:
+    events = job_events(request.app.state.redis, job.id, resume_point(last_event_id, None))
+    return StreamingResponse(_html_frames(request, events), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,1 @@
+"""Tunedeck execution side: Celery app, job task, training subprocess."""

@@ -1,0 +1,74 @@
+"""LoRA: low-rank A·B updates beside chosen projections, base weights frozen.
+
+We use peft's own `LoraConfig` and `get_peft_model`, so the artifact is a
+standard PEFT folder that `PeftModel.from_pretrained` loads as is.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+# Users name target sets the way LLaMA-Factory and Axolotl do; the module
+# names are the Llama/Mistral/Qwen ones, shared by most decoder models.
+TARGET_PRESETS: dict[str, list[str]] = {
+    "minimal": ["q_proj", "v_proj"],
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: str | list[str] = "attention"
+    use_rslora: bool = False
+
+    @classmethod
+    def from_config(cls, method_config: Mapping[str, Any]) -> "LoraSettings":
+        """Take the keys we know; the API has validated them, others belong to it."""
+        known = {k: method_config[k] for k in cls.__dataclass_fields__ if k in method_config}
+        return cls(**known)
+
+    def resolved_targets(self) -> list[str]:
+        if isinstance(self.target_modules, str):
+            if self.target_modules not in TARGET_PRESETS:
+                presets = ", ".join(TARGET_PRESETS)
+                raise ValueError(f"unknown target preset {self.target_modules!r} (presets: {presets})")
+            return list(TARGET_PRESETS[self.target_modules])
+        return list(self.target_modules)
+
+
+def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters; peft freezes everything else."""
+    settings = LoraSettings.from_config(method_config)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.resolved_targets(),
+        use_rslora=settings.use_rslora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def save(model: torch.nn.Module, output_dir: Path, base_model_path: str) -> None:
+    """Write adapter_config.json + adapter_model.safetensors.
+
+    `base_model_name_or_path` is set explicitly: peft copies it from the
+    model's `name_or_path`, which a caller could have changed, and the
+    download is only loadable if it names the base the adapter was trained on.
+    """
+    if not isinstance(model, PeftModel):
+        raise TypeError(f"expected a PeftModel, got {type(model).__name__}")
+    for adapter_config in model.peft_config.values():
+        adapter_config.base_model_name_or_path = base_model_path
+    model.save_pretrained(str(output_dir), safe_serialization=True)

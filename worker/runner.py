@@ -1,0 +1,119 @@
+"""One attempt at one job: claim it, run the trainer, record the outcome.
+
+Delivery is at-least-once, so the claim is a conditional UPDATE: a second
+delivery of a job that is already running or finished changes nothing and
+exits without training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import update
+from sqlmodel import Session
+
+from app import storage
+from app.catalog.models import resolve_model_path
+from app.db import get_engine
+from app.models import Dataset, Job, utcnow
+from app.settings import get_settings
+from worker.relay import EventRelay
+from worker.supervisor import TrainerOutcome, run_trainer
+
+log = logging.getLogger(__name__)
+
+
+def claim(job_id: str, worker: str) -> Job | None:
+    with Session(get_engine()) as session:
+        result = session.exec(  # type: ignore[call-overload]
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
+            .values(status="running", attempt=Job.attempt + 1, worker=worker, started_at=utcnow(), error=None)
+        )
+        session.commit()
+        if result.rowcount != 1:
+            return None
+        return session.get(Job, job_id)
+
+
+def cancel_requested(job_id: str) -> bool:
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        return bool(job and job.cancel_requested)
+
+
+def write_spec(job: Job) -> tuple[Path, Path]:
+    with Session(get_engine()) as session:
+        dataset = session.get(Dataset, job.dataset_id)
+        if dataset is None:
+            raise LookupError(f"dataset {job.dataset_id} no longer exists")
+        dataset_path = storage.absolute(dataset.path)
+    directory = storage.job_dir(job.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    output_dir = directory / "artifact"
+    spec = {
+        "job_id": job.id,
+        "model_path": resolve_model_path(job.model),
+        "dataset_path": str(dataset_path),
+        "output_dir": str(output_dir),
+        "config": job.config,
+    }
+    spec_path = directory / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    return spec_path, output_dir
+
+
+def describe_exit(outcome: TrainerOutcome) -> str:
+    if outcome.error:
+        return outcome.error
+    if outcome.returncode < 0:
+        name = signal.Signals(-outcome.returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"training process killed by {name}{hint}"
+    return f"training process exited with code {outcome.returncode}"
+
+
+def run_job(job_id: str, worker: str) -> str:
+    job = claim(job_id, worker)
+    if job is None:
+        log.info("job %s: not claimable (duplicate delivery, cancelled or finished)", job_id)
+        return "skipped"
+    redis = Redis.from_url(get_settings().resolved_redis_url, socket_timeout=5)
+    relay = EventRelay(job_id, job.event_seq, redis)
+    relay.emit("status", {"status": "running", "worker": worker, "attempt": job.attempt})
+    final: dict[str, Any]
+    try:
+        spec_path, output_dir = write_spec(job)
+        relay.emit("log", {"message": f"Attempt {job.attempt} on {worker}"})
+        outcome = run_trainer(
+            spec_path, relay.emit, lambda: cancel_requested(job_id), get_settings().cancel_grace_seconds
+        )
+        final = _final_values(outcome, output_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever happens, the job ends with a status and a reason
+        log.exception("job %s failed before training", job_id)
+        final = {"status": "failed", "error": str(exc) or type(exc).__name__}
+    final["finished_at"] = utcnow()
+    event = {"status": final["status"]}
+    if final.get("error"):
+        event["error"] = final["error"]
+    relay.finish("status", event, final)
+    return final["status"]
+
+
+def _final_values(outcome: TrainerOutcome, output_dir: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {"summary": outcome.summary}
+    if outcome.summary.get("peak_memory_bytes") is not None:
+        values["peak_memory_bytes"] = int(outcome.summary["peak_memory_bytes"])
+    if outcome.cancelled:
+        values["status"] = "cancelled"
+    elif outcome.returncode == 0 and output_dir.is_dir():
+        values["status"] = "succeeded"
+        values["artifact_path"] = storage.relative(output_dir)
+    else:
+        values["status"] = "failed"
+        values["error"] = describe_exit(outcome)
+    return values

@@ -1,0 +1,39 @@
+"""Celery tasks. They carry a job id and nothing else; the database holds the rest."""
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_init, worker_ready, worker_shutdown
+
+from worker.celery_app import celery_app
+from worker.heartbeat import Heartbeat
+from worker.runner import run_job as run_job_attempt
+
+
+@celery_app.task(name="tunedeck.run_job", bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+    return run_job_attempt(job_id, self.request.hostname or "worker")
+
+
+@worker_init.connect
+def _prepare_demo_model(**_: Any) -> None:
+    from app.storage import models_dir
+    from worker.demo_model import ensure_demo_model
+
+    ensure_demo_model(models_dir())
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
+    beat = Heartbeat(sender.hostname if sender else "worker", queues)
+    beat.start()
+    if sender is not None:
+        sender.tunedeck_heartbeat = beat  # kept on the worker itself, not in a module global
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
+    beat = getattr(sender, "tunedeck_heartbeat", None)
+    if beat is not None:
+        beat.stop()

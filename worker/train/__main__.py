@@ -1,0 +1,45 @@
+"""Entry point: `python -m worker.train SPEC_PATH`; exit 0 on success, 1 on failure.
+
+Failures become an `error` event with a short message fit for the job's
+`error` field, plus the full traceback as a `log` event for whoever debugs
+it. Heavy imports happen inside the guard so that even a broken install
+(a missing optional backend) is reported through the protocol.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from worker.train import events
+
+MAX_MESSAGE = 500
+
+
+def short_message(exc: BaseException) -> str:
+    """The exception's first line, trimmed; a CUDA OOM keeps only its first sentence."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":
+        first = first.split(". ")[0]
+    return first[:MAX_MESSAGE]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        events.error("usage: python -m worker.train SPEC_PATH", "UsageError")
+        return 2
+    try:
+        from worker.train.loop import train
+        from worker.train.spec import load_spec
+
+        train(load_spec(Path(argv[0])))
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as an event
+        events.log(traceback.format_exc())
+        events.error(short_message(exc), type(exc).__name__)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""From normalized JSONL rows to padded training batches.
+
+Every format becomes a (prompt, response) pair, and the loss is taken on the
+response only: the model should learn to answer, not to echo instructions.
+Prompt and response are tokenized separately and concatenated, so the
+boundary between them is exact whatever the tokenizer's merges do there.
+
+Shuffling uses its own seeded generator per epoch, so the order depends on
+(seed, epoch) alone: the same job sees the same batches on every machine,
+and a resumed run can find its place from the step number.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # the label value torch's cross_entropy skips
+
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # same length; IGNORE_INDEX where no loss is taken
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor  # (batch, time) long
+    attention_mask: torch.Tensor  # 1 on real tokens, 0 on padding
+    labels: torch.Tensor
+    n_tokens: int  # real (non-padding) tokens, for throughput
+    n_targets: int  # tokens that carry loss, for normalising it
+
+
+def _render_chat(messages: list[dict[str, str]]) -> tuple[str, str]:
+    """Everything up to the last assistant turn is context; that turn is the answer.
+
+    Earlier assistant turns stay in the prompt without loss: simple and
+    correct, at the price of learning from one turn per conversation.
+    """
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    context = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages[:last])
+    return context + "<|assistant|>\n", messages[last]["content"]
+
+
+def row_to_pair(row: dict[str, Any]) -> tuple[str, str]:
+    """Turn one row in any supported format into (prompt, response) text."""
+    if "instruction" in row:
+        extra = row.get("input") or ""
+        template = ALPACA_PROMPT if extra.strip() else ALPACA_PROMPT_NO_INPUT
+        return template.format(instruction=row["instruction"], input=extra), row["output"]
+    if "prompt" in row:
+        return row["prompt"], row["completion"]
+    if "messages" in row:
+        return _render_chat(row["messages"])
+    if "text" in row:
+        return "", row["text"]
+    raise ValueError(f"row has no known format (fields: {', '.join(sorted(row))})")
+
+
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, seq_len: int
+) -> Example:
+    """bos + prompt + response + eos, cut to seq_len; loss on response and eos only."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    input_ids = bos + prompt_ids + response_ids + eos
+    labels = [IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + response_ids + eos
+    return Example(input_ids=input_ids[:seq_len], labels=labels[:seq_len])
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_examples(
+    path: Path, tokenizer: PreTrainedTokenizerBase, seq_len: int
+) -> tuple[list[Example], int]:
+    """Encode the dataset; returns the examples and how many were dropped.
+
+    A row whose prompt alone fills seq_len has nothing left to learn from
+    (and would make a batch of it divide zero by zero), so it is dropped.
+    """
+    examples: list[Example] = []
+    dropped = 0
+    for row in read_rows(path):
+        example = encode_pair(tokenizer, *row_to_pair(row), seq_len)
+        # Position 0 is never a target after the shift, so count from 1.
+        if any(label != IGNORE_INDEX for label in example.labels[1:]):
+            examples.append(example)
+        else:
+            dropped += 1
+    if not examples:
+        raise ValueError(f"no trainable rows: every prompt is longer than seq_len={seq_len}")
+    return examples, dropped
+
+
+def collate(examples: list[Example], pad_id: int) -> Batch:
+    """Right-pad to the longest row of this batch, not to seq_len: short rows stay cheap."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        input_ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        attention_mask[i, :n] = 1
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        n_tokens=int(attention_mask.sum()),
+        n_targets=int((labels[:, 1:] != IGNORE_INDEX).sum()),
+    )
+
+
+class BatchStream:
+    """An endless stream of batches over reshuffled epochs.
+
+    Batches run across epoch boundaries so every batch is full; `epoch`
+    reports progress as rows consumed / rows in the dataset.
+    """
+
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int) -> None:
+        self.examples = examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pad_id = pad_id
+        self.consumed = 0
+
+    @property
+    def epoch(self) -> float:
+        return self.consumed / len(self.examples)
+
+    def _order(self) -> Iterator[int]:
+        epoch = 0
+        while True:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            yield from torch.randperm(len(self.examples), generator=generator).tolist()
+            epoch += 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order()
+        while True:
+            picked = [self.examples[next(order)] for _ in range(self.batch_size)]
+            self.consumed += self.batch_size
+            yield collate(picked, self.pad_id)

@@ -1,0 +1,112 @@
+"""The line protocol between the training subprocess and the worker task.
+
+One event per stdout line: `@@TUNEDECK@@ ` then compact JSON
+`{"event": kind, "data": {...}}`, flushed at once so the parent sees it live.
+Everything else the process writes (library warnings, tracebacks) is plain
+log text to the parent; a prefix that no library prints keeps the two apart
+without taking over stdout. This module is the only place that prints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Literal, TextIO
+
+PREFIX = "@@TUNEDECK@@ "
+EventKind = Literal["log", "metric", "summary", "error"]
+EVENT_KINDS: frozenset[str] = frozenset({"log", "metric", "summary", "error"})
+
+
+def emit(kind: EventKind, data: dict[str, Any], stream: TextIO | None = None) -> None:
+    """Write one event line; `stream` defaults to the current stdout (tests may swap it)."""
+    out = stream if stream is not None else sys.stdout
+    clean = {key: _json_safe(value) for key, value in data.items()}
+    line = json.dumps({"event": kind, "data": clean}, separators=(",", ":"), ensure_ascii=False)
+    out.write(PREFIX + line + "\n")
+    out.flush()
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null: a diverged loss must not make the line unreadable to strict JSON parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def log(message: str) -> None:
+    emit("log", {"message": message})
+
+
+def metric(
+    *,
+    step: int,
+    total: int,
+    loss: float,
+    learning_rate: float,
+    tokens_per_second: float,
+    grad_norm: float,
+    epoch: float,
+) -> None:
+    """`step` is the 1-based optimizer step; `epoch` counts passes over the data as a fraction."""
+    emit(
+        "metric",
+        {
+            "step": step,
+            "total": total,
+            "loss": loss,
+            "learning_rate": learning_rate,
+            "tokens_per_second": tokens_per_second,
+            "grad_norm": grad_norm,
+            "epoch": epoch,
+        },
+    )
+
+
+def summary(
+    *,
+    trainable_params: int,
+    total_params: int,
+    peak_memory_bytes: int,
+    final_loss: float,
+    tokens_per_second: float,
+    steps: int,
+    artifact_dir: str,
+) -> None:
+    emit(
+        "summary",
+        {
+            "trainable_params": trainable_params,
+            "total_params": total_params,
+            "trainable_percent": 100.0 * trainable_params / max(total_params, 1),
+            "peak_memory_bytes": peak_memory_bytes,
+            "final_loss": final_loss,
+            "tokens_per_second": tokens_per_second,
+            "steps": steps,
+            "artifact_dir": artifact_dir,
+        },
+    )
+
+
+def error(message: str, type_name: str) -> None:
+    emit("error", {"message": message, "type": type_name})
+
+
+def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
+    """For the parent: `(kind, data)` for an event line, None for plain log text.
+
+    A line that carries the prefix but not a well-formed event is treated as
+    text, so a garbled line can never crash the supervisor.
+    """
+    if not line.startswith(PREFIX):
+        return None
+    try:
+        payload = json.loads(line[len(PREFIX):])
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    kind, data = payload.get("event"), payload.get("data")
+    if kind not in EVENT_KINDS or not isinstance(data, dict):
+        return None
+    return kind, data

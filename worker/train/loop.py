@@ -1,0 +1,253 @@
+"""The training loop every method shares, readable top to bottom.
+
+A method module decides what trains (LoRA adapters, the last layers, every
+weight) and how the result is saved; this loop only does what is common:
+load, batch, step the optimiser on a warmup-then-cosine schedule, report,
+save atomically. The loss is computed here rather than inside the model so
+that gradient accumulation divides by the token count of the whole step,
+not of each micro-batch, and so every method is measured the same way.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from worker.methods import Method, get_method
+from worker.train import events
+from worker.train.data import IGNORE_INDEX, Batch, BatchStream, load_examples
+from worker.train.spec import TrainHyperparameters, TrainSpec
+
+GRAD_CLIP = 1.0  # max global grad norm; keeps early random-init steps from blowing up
+MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak rather than to zero
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure to inject after a given step, for chaos tests (env TUNEDECK_FAULT)."""
+
+    action: str  # raise | sigkill | sleep
+    step: int
+    seconds: float = 0.0
+
+
+def parse_fault(text: str) -> Fault | None:
+    """`raise@step3`, `sigkill@step5` or `sleep@step4:2.5`; a typo fails the run at once."""
+    if not text:
+        return None
+    try:
+        action, _, rest = text.partition("@step")
+        step_text, _, seconds = rest.partition(":")
+        fault = Fault(action=action, step=int(step_text), seconds=float(seconds or 0))
+    except ValueError:
+        fault = None
+    if fault is None or fault.action not in {"raise", "sigkill", "sleep"}:
+        raise ValueError(f"bad TUNEDECK_FAULT {text!r}: use raise@stepN, sigkill@stepN or sleep@stepN:SECONDS")
+    return fault
+
+
+def inject_fault(fault: Fault | None, step: int) -> None:
+    if fault is None or fault.step != step:
+        return
+    if fault.action == "raise":
+        raise RuntimeError(f"injected fault at step {step}")
+    if fault.action == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(fault.seconds)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Learning rate for 1-based `step`: linear warmup, then cosine from peak to MIN_LR_RATIO·peak."""
+    if step <= warmup:
+        return peak * step / warmup
+    progress = (step - warmup - 1) / max(1, total - warmup - 1)
+    floor = peak * MIN_LR_RATIO
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, hp: TrainHyperparameters) -> torch.optim.AdamW:
+    """AdamW on trainable weights; biases and norm gains (1-D) get no weight decay, as in nanoGPT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.learning_rate)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def summed_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+    """Sum of next-token cross-entropy over response tokens; the caller divides."""
+    logits = model(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+    ).logits
+    targets = batch.labels[:, 1:].to(device)
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """On CUDA the allocator's peak; on the CPU the process's peak RSS (Linux reports KiB)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_artifact(
+    method: Method,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: TrainSpec,
+    record: dict[str, object],
+) -> Path:
+    """Write into a temp sibling, fsync, then rename: a download never sees half an adapter.
+
+    A previous attempt's finished artifact is swapped out, not deleted first,
+    so there is always one complete folder at `output_dir` or none.
+    """
+    out = spec.output_dir
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        method.save(model, tmp, spec.model_path)
+        tokenizer.save_pretrained(str(tmp))
+        # The resolved config travels with the weights (nanoGPT does the same).
+        (tmp / "tunedeck_training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        _fsync_tree(tmp)
+        if out.exists():
+            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def train(spec: TrainSpec) -> Path:
+    """Run one job from its spec, emitting events; return the artifact folder."""
+    hp = spec.config.hyperparameters
+    fault = parse_fault(os.environ.get("TUNEDECK_FAULT", ""))
+    hf_logging.disable_progress_bar()  # tqdm bars are noise in a job log; warnings still show
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(hp.seed)  # LoRA's A init and dropout masks draw from this
+
+    events.log(f"Loading model from {spec.model_path} on {device.type}")
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+    if hp.gradient_checkpointing:
+        # Non-reentrant checkpointing works with frozen embeddings, no input-grad hack needed.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    method = get_method(spec.config.method)
+    model = method.build(model, spec.config.method_config).to(device)
+    trainable, total_params = count_parameters(model)
+    events.log(
+        f"Method {spec.config.method}: trainable parameters {trainable:,} of {total_params:,} "
+        f"({100.0 * trainable / total_params:.2f}%)"
+    )
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len)
+    total_steps = hp.total_steps(len(examples))
+    events.log(
+        f"Dataset: {len(examples)} rows" + (f" ({dropped} dropped: prompt fills seq_len)" if dropped else "")
+        + f"; {total_steps} steps of {hp.batch_size}×{hp.gradient_accumulation} rows"
+    )
+    stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
+    batches = iter(stream)
+    optimizer = make_optimizer(model, hp)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+
+    model.train()
+    run_tokens, run_seconds = 0, 0.0
+    window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+    loss_value = float("nan")
+    for step in range(1, total_steps + 1):
+        started = time.perf_counter()
+        lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # Fetch the whole step first: the loss is normalised by its target count.
+        micro_batches = [next(batches) for _ in range(hp.gradient_accumulation)]
+        n_targets = sum(b.n_targets for b in micro_batches)
+        loss_value = 0.0
+        for batch in micro_batches:
+            loss = summed_loss(model, batch, device) / n_targets
+            loss.backward()
+            loss_value += loss.item()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable_params, GRAD_CLIP))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        seconds = time.perf_counter() - started
+        tokens = sum(b.n_tokens for b in micro_batches)
+        run_tokens, run_seconds = run_tokens + tokens, run_seconds + seconds
+        window_loss += loss_value
+        window_tokens, window_seconds, window_steps = window_tokens + tokens, window_seconds + seconds, window_steps + 1
+        if step % hp.log_every == 0 or step == total_steps:
+            # Average over the steps since the last report, so sparse logging still shows the trend.
+            mean_loss = window_loss / window_steps
+            events.metric(
+                step=step,
+                total=total_steps,
+                loss=mean_loss,
+                learning_rate=lr,
+                tokens_per_second=window_tokens / max(window_seconds, 1e-9),
+                grad_norm=grad_norm,
+                epoch=stream.epoch,
+            )
+            events.log(f"Step {step}/{total_steps} loss {mean_loss:.4f} lr {lr:.2e} grad norm {grad_norm:.3f}")
+            window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+        inject_fault(fault, step)
+
+    record = {
+        "job_id": spec.job_id,
+        "base_model": spec.model_path,
+        "config": spec.config.model_dump(mode="json"),
+        "steps": total_steps,
+        "final_loss": loss_value,
+    }
+    artifact = save_artifact(method, model, tokenizer, spec, record)
+    events.log(f"Saved {spec.config.method} artifact to {artifact}")
+    events.summary(
+        trainable_params=trainable,
+        total_params=total_params,
+        peak_memory_bytes=peak_memory_bytes(device),
+        final_loss=loss_value,
+        tokens_per_second=run_tokens / max(run_seconds, 1e-9),
+        steps=total_steps,
+        artifact_dir=str(artifact),
+    )
+    return artifact
