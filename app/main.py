@@ -7,11 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
+from app.api.errors import validation_handler
 from app.api.routes import datasets, events, health, jobs, models
 from app.bootstrap import ensure_demo_dataset
+from app.schemas.methods import METHODS
 from app.settings import get_settings
 from app.web import pages
 
@@ -38,6 +41,7 @@ def create_app() -> FastAPI:
         description="Plan, launch and watch fine-tuning jobs of language models.",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, validation_handler(frozenset(METHODS)))
     app.include_router(health.router)
     for router in (datasets.router, jobs.router, events.router, models.router):
         app.include_router(router, prefix="/api/v1")

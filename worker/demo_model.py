@@ -119,6 +119,8 @@ def ensure_demo_model(models_dir: Path) -> Path:
         model = build_model(tokenizer)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for path in tmp.iterdir():
+            path.chmod(0o644)  # the weights are written owner-only; other users read them too
         if target.exists() and not (target / "config.json").is_file():
             shutil.rmtree(target)  # debris of an older, non-atomic attempt
         os.rename(tmp, target)

@@ -5,8 +5,6 @@ with a 422 naming `method_config.<field>` before anything is queued.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LORA_TARGET_PRESETS: dict[str, list[str]] = {
@@ -14,7 +12,6 @@ LORA_TARGET_PRESETS: dict[str, list[str]] = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-TargetPreset = Literal["minimal", "attention", "all-linear"]
 
 
 class LoraOptions(BaseModel):
@@ -23,14 +20,18 @@ class LoraOptions(BaseModel):
     r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update")
     alpha: float = Field(16, gt=0, le=4096, description="Scaling numerator (alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input")
-    target_modules: TargetPreset | list[str] = Field(
-        "attention", description="Preset (minimal, attention, all-linear) or module names"
+    target_modules: str | list[str] = Field(
+        "attention", description="Preset (minimal, attention, all-linear) or a list of module names"
     )
     use_rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA)")
 
     @field_validator("target_modules")
     @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _preset_or_names(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and value not in LORA_TARGET_PRESETS:
+            raise ValueError(
+                f"unknown preset {value!r}: use {', '.join(LORA_TARGET_PRESETS)} or a list of module names"
+            )
         if isinstance(value, list):
             if not value:
                 raise ValueError("name at least one module")

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.schemas.jobs import JobCreate
+from app.schemas.methods import METHODS
 
 JOB_BODY = TypeAdapter(JobCreate)
 
@@ -44,7 +45,7 @@ def body_from_form(form: dict[str, str]) -> dict[str, Any]:
 
 def field_for(loc: tuple[Any, ...]) -> str:
     """Map a pydantic/FieldError location back to the form field that shows it."""
-    parts = [str(p) for p in loc if p not in ("body",) and not str(p).startswith(("lora",))]
+    parts = [str(p) for p in loc if p != "body" and str(p) not in METHODS]
     for field, path in FIELDS.items():
         if tuple(parts[: len(path)]) == path:
             return field
@@ -54,6 +55,5 @@ def field_for(loc: tuple[Any, ...]) -> str:
 def validation_messages(exc: ValidationError) -> dict[str, str]:
     messages: dict[str, str] = {}
     for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if p != "lora")
-        messages.setdefault(field_for(loc), error["msg"])
+        messages.setdefault(field_for(error["loc"]), error["msg"])
     return messages

@@ -5,6 +5,7 @@ standard PEFT folder that `PeftModel.from_pretrained` loads as is.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,11 @@ def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.
         use_rslora=settings.use_rslora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
+        # property; the FutureWarning is about peft's code, not the user's job.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def save(model: torch.nn.Module, output_dir: Path, base_model_path: str) -> None:

@@ -109,8 +109,11 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _fsync_tree(folder: Path) -> None:
+def _seal_tree(folder: Path) -> None:
+    """fsync every file and the folder; make files world-readable (some writers use 0600
+    temp files) so that the API, possibly another user, can serve the download."""
     for path in folder.iterdir():
+        path.chmod(0o644)
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
     dir_fd = os.open(folder, os.O_RDONLY)
@@ -141,7 +144,7 @@ def save_artifact(
         tokenizer.save_pretrained(str(tmp))
         # The resolved config travels with the weights (nanoGPT does the same).
         (tmp / "tunedeck_training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        _fsync_tree(tmp)
+        _seal_tree(tmp)
         if out.exists():
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
             os.rename(out, old)
@@ -166,8 +169,9 @@ def train(spec: TrainSpec) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
     if hp.gradient_checkpointing:
-        # Non-reentrant checkpointing works with frozen embeddings, no input-grad hack needed.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias).
+        # Non-reentrant checkpointing lets gradients reach adapters behind frozen embeddings.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     method = get_method(spec.config.method)
     model = method.build(model, spec.config.method_config).to(device)
@@ -177,7 +181,8 @@ def train(spec: TrainSpec) -> Path:
         f"({100.0 * trainable / total_params:.2f}%)"
     )
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Padding never reaches the loss or attention, so any id will do when there is no pad token.
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len)
     total_steps = hp.total_steps(len(examples))
     events.log(

@@ -1,0 +1,86 @@
+"""POST /api/v1/jobs refuses bad configs with a 422 that names the field, before anything is queued."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import job_body
+
+pytestmark = pytest.mark.integration
+
+
+def _locs(response: httpx.Response) -> list[list]:
+    assert response.status_code == 422, response.text
+    return [item["loc"] for item in response.json()["detail"]]
+
+
+def _count(client: httpx.Client) -> int:
+    return client.get("/api/v1/jobs").json()["count"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"hyperparameters": {"learning_rate": -1}}, "learning_rate"),
+        ({"hyperparameters": {"batch_size": 0}}, "batch_size"),
+        ({"hyperparameters": {"max_steps": 0}}, "max_steps"),
+        ({"hyperparameters": {"warp_speed": 9}}, "warp_speed"),
+        ({"method_config": {"r": 0}}, "r"),
+        ({"method_config": {"dropout": 1.5}}, "dropout"),
+        ({"method_config": {"target_modules": "everything"}}, "target_modules"),
+        ({"method_config": {"rank": 8}}, "rank"),
+        ({"surprise": True}, "surprise"),
+    ],
+)
+def test_out_of_range_and_unknown_fields_are_named(client: httpx.Client, overrides: dict, field: str) -> None:
+    before = _count(client)
+    locs = _locs(client.post("/api/v1/jobs", json=job_body(**overrides)))
+    assert any(loc[-1] == field for loc in locs), locs
+    assert _count(client) == before
+
+
+def test_an_unknown_method_is_refused(client: httpx.Client) -> None:
+    locs = _locs(client.post("/api/v1/jobs", json=job_body(method="magic")))
+    assert any("method" in loc for loc in locs)
+
+
+def test_both_max_steps_and_epochs_is_refused(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(hyperparameters={"epochs": 1}))
+    assert response.status_code == 422
+    assert "either max_steps or epochs" in response.text
+
+
+def test_a_sequence_length_above_the_model_limit_names_seq_len(client: httpx.Client) -> None:
+    locs = _locs(client.post("/api/v1/jobs", json=job_body(hyperparameters={"seq_len": 4096})))
+    assert locs == [["body", "hyperparameters", "seq_len"]]
+
+
+def test_an_unknown_dataset_names_dataset(client: httpx.Client) -> None:
+    assert _locs(client.post("/api/v1/jobs", json=job_body(dataset="nope"))) == [["body", "dataset"]]
+
+
+def test_an_unknown_local_model_names_model(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(model="no-such-model"))
+    assert _locs(response) == [["body", "model"]]
+
+
+def test_a_hub_id_that_cannot_be_reached_gets_a_clear_error(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(model="meta-llama/Llama-3.1-8B"))
+    assert _locs(response) == [["body", "model"]]
+    assert "cannot fetch meta-llama/Llama-3.1-8B from the model hub" in response.json()["detail"][0]["msg"]
+
+
+def test_a_url_is_not_a_model_id(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(model="http://169.254.169.254/latest"))
+    assert response.status_code == 422
+
+
+def test_target_modules_the_model_lacks_are_named(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(method_config={"target_modules": ["q_proj", "qkv_proj"]}))
+    assert _locs(response) == [["body", "method_config", "target_modules"]]
+    assert "qkv_proj" in response.json()["detail"][0]["msg"]
+
+
+def test_an_unknown_job_is_404(client: httpx.Client) -> None:
+    assert client.get("/api/v1/jobs/does-not-exist").status_code == 404
+    assert client.get("/api/v1/jobs/does-not-exist/adapter").status_code == 404
