@@ -55,6 +55,19 @@ def _stop(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> Non
             child.wait()
 
 
+def _wait_for_api(host: str, port: int, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """Print the URL only once it answers."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(c.poll() is None for c in children):
+        try:
+            httpx.get(f"http://{host}:{port}/healthz", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
 def up() -> int:
     """Embedded Redis (unless TUNEDECK_REDIS_URL is set), migrations, API and one worker."""
     from app.embedded_redis import free_port, start_redis
@@ -84,6 +97,7 @@ def up() -> int:
         subprocess.run([sys.executable, "-m", "app.cli", "init-demo"], env=env, check=True)
         children.append(subprocess.Popen(worker_command(settings.worker_queues), env=env))
         children.append(subprocess.Popen(api_command(settings.host, settings.port), env=env))
+        _wait_for_api(settings.host, settings.port, children)
         print(f"Tunedeck is running at http://{settings.host}:{settings.port}  (Ctrl-C to stop)", flush=True)
         while not stopping:
             for child in children:

@@ -24,7 +24,6 @@ class Settings(BaseSettings):
     worker_queues: str = Field("cpu", description="Comma-separated Celery queues a worker consumes")
     event_stream_maxlen: int = Field(10_000, description="Events kept per job in its Redis stream")
     cancel_grace_seconds: float = Field(10.0, description="Time a cancelled trainer gets before it is killed")
-    hf_offline: bool = Field(False, description="Never reach a model hub")
 
     @property
     def resolved_data_dir(self) -> Path:

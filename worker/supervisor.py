@@ -110,6 +110,7 @@ def _watch_cancel(
         if not cancel:
             continue
         outcome.cancelled = True
+        emit("status", {"status": "cancelling"})
         emit("log", {"message": "Cancel requested: stopping at the next step"})
         _kill_group(proc, signal.SIGTERM)
         if not done.wait(grace_seconds):

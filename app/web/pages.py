@@ -90,7 +90,8 @@ async def upload_dataset_fragment(request: Request, session: SessionDep, file: U
             selected = dataset.id
         except DatasetRejected as exc:
             errors = exc.errors
-    context = {"datasets": list_datasets(session), "selected": selected, "upload_errors": errors}
+    context = {"datasets": list_datasets(session), "selected": selected, "uploaded": selected is not None,
+               "upload_errors": errors}
     # 200 even when rejected: htmx swaps only successful responses, and the errors are the content.
     return templates.TemplateResponse(request, "partials/dataset_select.html", context)
 
@@ -108,12 +109,12 @@ def job_summary(request: Request, job: JobDep) -> HTMLResponse:
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
 def cancel_from_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
     job = cancel_job(session, job)
-    return templates.TemplateResponse(request, "partials/status_badge.html", {"status": job.status})
+    return templates.TemplateResponse(request, "partials/job_status.html", {"status": job.status, "job_id": job.id})
 
 
-async def _html_frames(request: Request, events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
+async def _html_frames(job_id: str, events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
     """The page's stream: log lines and badges as HTML fragments, metrics as JSON for the chart glue."""
-    badge = templates.get_template("partials/status_badge.html")
+    badge = templates.get_template("partials/job_status.html")
     progress = templates.get_template("partials/progress.html")
     async for item in events:
         if isinstance(item, str):
@@ -127,7 +128,7 @@ async def _html_frames(request: Request, events: AsyncIterator[Event | str]) -> 
             yield format_event(seq, "metric", json.dumps(data))
             yield format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0)))
         elif kind == "status":
-            yield format_event(seq, "status", badge.render(status=data.get("status")))
+            yield format_event(seq, "status", badge.render(status=data.get("status"), job_id=job_id))
             if is_terminal(kind, data):
                 yield format_event(None, "end", "{}")
 
@@ -137,4 +138,4 @@ async def job_live(
     request: Request, job: JobDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
     events = job_events(request.app.state.redis, job.id, resume_point(last_event_id, None))
-    return StreamingResponse(_html_frames(request, events), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(_html_frames(job.id, events), media_type="text/event-stream", headers=SSE_HEADERS)

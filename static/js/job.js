@@ -24,6 +24,19 @@
       chart.setData([steps, losses]);
       el.dataset.points = String(steps.length);
     });
+
+    // Keep the log following new lines while the reader is at its end.
+    var log = document.getElementById("log");
+    if (log) {
+      var following = true;
+      log.addEventListener("scroll", function () {
+        following = log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+      });
+      log.addEventListener("htmx:sseMessage", function () {
+        if (following) log.scrollTop = log.scrollHeight;
+      });
+    }
+
     window.addEventListener("resize", function () {
       chart.setSize({ width: Math.max(el.clientWidth, 320), height: 240 });
     });
