@@ -117,7 +117,10 @@ def up() -> int:
 def generate(args: argparse.Namespace) -> int:
     from worker.generate import generate_text
 
-    print(generate_text(args.adapter, args.base, args.prompt, args.max_new_tokens))
+    text = generate_text(args.adapter, args.base, args.prompt, args.max_new_tokens)
+    print(text)
+    if not text.strip():
+        print("(the model ended the sequence at once: it produced no text)", file=sys.stderr)
     return 0
 
 

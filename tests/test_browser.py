@@ -174,7 +174,6 @@ def test_an_invalid_value_shows_a_field_error_not_a_stack_trace(page: Page) -> N
     # Nothing was uploaded, so nothing claims it was.
     expect(page.get_by_text("Uploaded and selected")).to_have_count(0)
     assert not STACK_TRACE.search(page.content())
-    page.screenshot(path="/tmp/tmp_form_error.png", full_page=True)  # TMPSHOT
 
 
 def test_a_malformed_jsonl_upload_shows_line_numbered_errors(page: Page) -> None:
@@ -193,7 +192,6 @@ def test_a_malformed_jsonl_upload_shows_line_numbered_errors(page: Page) -> None
     dataset = page.get_by_label("Dataset", exact=True)
     expect(dataset).to_be_visible()
     assert "broken" not in dataset.inner_text()
-    page.screenshot(path="/tmp/tmp_upload_error.png", full_page=True)  # TMPSHOT
 
 
 def test_a_good_upload_is_selected_in_the_dataset_control(page: Page, stack) -> None:  # type: ignore[no-untyped-def]
@@ -227,8 +225,28 @@ def test_the_jobs_list_shows_the_job_with_its_status_badge(page: Page, stack) ->
     expect(badge).to_have_attribute("data-status", "succeeded", timeout=TIMEOUT_MS)
     expect(badge).to_have_text("succeeded")
     assert page.evaluate("window.__marker") == 1
-    page.screenshot(path="/tmp/tmp_jobs.png", full_page=True)  # TMPSHOT
     # The earlier browser job is listed too, as succeeded.
     earlier = page.get_by_role("row").filter(has=page.get_by_role("link", name="browser-walking-skeleton"))
     if earlier.count():
         expect(earlier.locator(".badge")).to_have_attribute("data-status", "succeeded")
+
+
+def test_cancel_from_the_job_page_swaps_the_status_and_hides_the_button(page: Page, stack) -> None:  # type: ignore[no-untyped-def]
+    with stack.client() as client:
+        created = client.post("/api/v1/jobs", json=job_body(
+            name="browser-cancel-job", hyperparameters={"max_steps": 5000}))
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+
+    page.goto(f"/jobs/{job_id}")
+    page.evaluate("window.__marker = 1")
+    badge = page.locator("#status .badge")
+    expect(badge).to_have_attribute("data-status", "running", timeout=TIMEOUT_MS)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel").click()
+    expect(badge).to_have_attribute("data-status", re.compile(r"^(cancelling|cancelled)$"))
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(badge).to_have_attribute("data-status", "cancelled", timeout=TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(page.get_by_role("link", name="Download adapter")).to_have_count(0)
+    assert page.evaluate("window.__marker") == 1
