@@ -15,13 +15,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
-# Users name target sets the way LLaMA-Factory and Axolotl do; the module
-# names are the Llama/Mistral/Qwen ones, shared by most decoder models.
-TARGET_PRESETS: dict[str, list[str]] = {
-    "minimal": ["q_proj", "v_proj"],
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
+from app.schemas.methods import LORA_TARGET_PRESETS as TARGET_PRESETS
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,16 @@ import os
 # passive waiting keeps it at ~15 s. An explicit setting from the parent wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sys  # noqa: E402 - after the OpenMP setting on purpose
+import logging  # noqa: E402 - after the OpenMP setting on purpose
+import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from worker.train import events  # noqa: E402
+
+# bitsandbytes (imported by peft) logs at import that its optional CPU 4-bit
+# kernels package is missing; it changes nothing for the job, so keep it out of the job log.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 MAX_MESSAGE = 500
 
