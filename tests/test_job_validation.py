@@ -84,3 +84,20 @@ def test_target_modules_the_model_lacks_are_named(client: httpx.Client) -> None:
 def test_an_unknown_job_is_404(client: httpx.Client) -> None:
     assert client.get("/api/v1/jobs/does-not-exist").status_code == 404
     assert client.get("/api/v1/jobs/does-not-exist/adapter").status_code == 404
+
+
+def test_every_method_has_validated_options(client: httpx.Client) -> None:
+    response = client.post("/api/v1/jobs", json=job_body(method="prompt", method_config={"init": "text"}))
+    assert response.status_code == 422
+    assert "init_text is required" in response.text
+
+
+def test_a_method_the_workers_cannot_run_yet_is_refused_with_what_to_pick(client: httpx.Client) -> None:
+    from app.schemas.methods import AVAILABLE_METHODS, METHODS
+
+    missing = [m for m in METHODS if m not in AVAILABLE_METHODS]
+    if not missing:
+        pytest.skip("every method is available")
+    response = client.post("/api/v1/jobs", json=job_body(method=missing[0], method_config={}))
+    assert _locs(response) == [["body", "method"]]
+    assert "pick one of" in response.json()["detail"][0]["msg"]

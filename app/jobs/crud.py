@@ -10,8 +10,10 @@ from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
 from app.events.store import append_events
 from app.models import TERMINAL_STATUSES, Dataset, Job, utcnow
-from app.schemas.jobs import JobPublic, LoraJobCreate, Progress
-from app.schemas.methods import LORA_TARGET_PRESETS
+import importlib.util
+
+from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
+from app.schemas.methods import AVAILABLE_METHODS, LORA_TARGET_PRESETS, METHOD_LABELS
 
 
 class FieldError(ValueError):
@@ -27,7 +29,25 @@ KNOWN_LINEAR_NAMES = frozenset(name for names in LORA_TARGET_PRESETS.values() fo
 LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"})
 
 
-def check_against_model(body: LoraJobCreate) -> None:
+def check_combination(body: MethodJobCreate) -> None:
+    """Refuse what the libraries cannot do, saying why and what to pick instead."""
+    if body.method not in AVAILABLE_METHODS:
+        raise FieldError(
+            ("method",),
+            f"{METHOD_LABELS[body.method]} is not available on the workers yet; "
+            f"pick one of {', '.join(sorted(AVAILABLE_METHODS))}",
+        )
+    if body.method == "prefix" and body.hyperparameters.gradient_checkpointing:
+        raise FieldError(
+            ("hyperparameters", "gradient_checkpointing"),
+            "prefix tuning feeds its own key/value cache through every layer, which gradient "
+            "checkpointing cannot recompute; turn checkpointing off or use prompt tuning or LoRA",
+        )
+    if body.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        raise FieldError(("method",), "QLoRA needs bitsandbytes, which is not installed here; use LoRA instead")
+
+
+def check_against_model(body: MethodJobCreate) -> None:
     try:
         info = get_model(body.model)
     except ModelNotFound as exc:
@@ -38,7 +58,14 @@ def check_against_model(body: LoraJobCreate) -> None:
             ("hyperparameters", "seq_len"),
             f"seq_len {body.hyperparameters.seq_len} is above the model's limit of {limit} positions",
         )
-    targets = body.method_config.target_modules
+    layers = info.config.get("num_hidden_layers")
+    trainable_layers = getattr(body.method_config, "trainable_layers", None)
+    if trainable_layers is not None and isinstance(layers, int) and trainable_layers > layers:
+        raise FieldError(
+            ("method_config", "trainable_layers"),
+            f"trainable_layers {trainable_layers} is more than the model's {layers} decoder layers",
+        )
+    targets = getattr(body.method_config, "target_modules", None)
     if isinstance(targets, list) and info.config.get("model_type") in LLAMA_LIKE:
         unknown = sorted(set(targets) - KNOWN_LINEAR_NAMES)
         if unknown:
@@ -49,7 +76,8 @@ def check_against_model(body: LoraJobCreate) -> None:
             )
 
 
-def create_job(session: Session, body: LoraJobCreate) -> Job:
+def create_job(session: Session, body: MethodJobCreate) -> Job:
+    check_combination(body)
     if session.get(Dataset, body.dataset) is None:
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
     check_against_model(body)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.schemas.hyperparameters import Hyperparameters
-from app.schemas.methods import LoraOptions
+from app.schemas.methods import METHOD_OPTIONS, MethodOptions
 
 ModelRef = Annotated[
     str,
@@ -29,12 +29,24 @@ class JobBase(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
-class LoraJobCreate(JobBase):
-    method: Literal["lora"]
-    method_config: LoraOptions = Field(default_factory=LoraOptions)
+class MethodJobCreate(JobBase):
+    """What every per-method job body has; `method` and `method_config` are typed per method."""
+
+    method: str
+    method_config: MethodOptions
 
 
-JobCreate = Annotated[Union[LoraJobCreate], Field(discriminator="method")]
+def _job_model(method: str, options: type[MethodOptions]) -> type[MethodJobCreate]:
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{method.capitalize()}JobCreate",
+        __base__=MethodJobCreate,
+        method=(Literal[method], ...),  # type: ignore[valid-type]
+        method_config=(options, Field(default_factory=options)),
+    )
+
+
+JOB_MODELS: tuple[type[MethodJobCreate], ...] = tuple(_job_model(m, o) for m, o in METHOD_OPTIONS.items())
+JobCreate = Annotated[Union[JOB_MODELS], Field(discriminator="method")]  # type: ignore[valid-type]
 
 
 class Progress(BaseModel):

@@ -7,6 +7,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.schemas.jobs import JobCreate
 from app.schemas.methods import METHODS
+from app.web.method_fields import method_config_from_form
 
 JOB_BODY = TypeAdapter(JobCreate)
 
@@ -21,10 +22,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "batch_size": ("hyperparameters", "batch_size"),
     "seq_len": ("hyperparameters", "seq_len"),
     "gradient_accumulation": ("hyperparameters", "gradient_accumulation"),
-    "r": ("method_config", "r"),
-    "alpha": ("method_config", "alpha"),
-    "dropout": ("method_config", "dropout"),
-    "target_modules": ("method_config", "target_modules"),
 }
 
 
@@ -38,6 +35,9 @@ def body_from_form(form: dict[str, str]) -> dict[str, Any]:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
+    config = method_config_from_form(body.get("method", ""), form)
+    if config:
+        body["method_config"] = config
     if form.get("hub_model", "").strip():
         body["model"] = form["hub_model"].strip()
     return body
@@ -49,6 +49,8 @@ def field_for(loc: tuple[Any, ...]) -> str:
     for field, path in FIELDS.items():
         if tuple(parts[: len(path)]) == path:
             return field
+    if len(parts) >= 2 and parts[0] == "method_config":
+        return parts[1]  # option inputs are named after the option
     return parts[-1] if parts else "form"
 
 

@@ -18,21 +18,35 @@ from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_dat
 from app.events.sse import Event, format_event, is_terminal, job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
-from app.schemas.methods import LORA_TARGET_PRESETS, METHODS
+from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
+from app.web.method_fields import option_fields
 from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 
 
+def _options_context(method: str, values: dict[str, str] | None = None,
+                     errors: dict[str, str] | None = None) -> dict[str, Any]:
+    method = method if method in METHODS else "lora"
+    return {
+        "method": method,
+        "method_label": METHOD_LABELS[method],
+        "available": method in AVAILABLE_METHODS,
+        "fields": option_fields(method),
+        "values": values or {},
+        "errors": errors or {},
+    }
+
+
 def _form_context(session: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {
+        **_options_context((values or {}).get("method", "lora"), values, errors),
         "models": list_models(),
         "datasets": list_datasets(session),
         "methods": METHODS,
-        "presets": list(LORA_TARGET_PRESETS),
-        "values": values or {},
-        "errors": errors or {},
+        "method_labels": METHOD_LABELS,
+        "available_methods": AVAILABLE_METHODS,
     }
 
 
@@ -60,6 +74,12 @@ def jobs_page(
 @router.get("/jobs/new", response_class=HTMLResponse)
 def new_job_page(request: Request, session: SessionDep) -> HTMLResponse:
     return templates.TemplateResponse(request, "job_new.html", _form_context(session))
+
+
+@router.get("/jobs/new/options", response_class=HTMLResponse)
+def method_options(request: Request, method: str = "lora") -> HTMLResponse:
+    """The options fieldset of one method, swapped in when the Method field changes."""
+    return templates.TemplateResponse(request, "partials/method_options.html", _options_context(method))
 
 
 @router.post("/jobs", response_class=HTMLResponse)

@@ -1,0 +1,71 @@
+"""Describe a method's options for the job form, straight from its pydantic model.
+
+The form never lists options by hand: a new method or option appears on the
+page as soon as its model has it, with its default and one-line hint.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from app.schemas.methods import LORA_TARGET_PRESETS, METHOD_OPTIONS
+
+LABELS = {"r": "Rank (r)", "alpha": "Alpha", "init_text": "Init text", "use_rslora": "Rank-stabilised scaling"}
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    kind: str  # number | checkbox | select | text
+    default: Any
+    hint: str
+    choices: tuple[str, ...] = ()
+    step: str = "any"
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return tuple(str(a) for a in typing.get_args(annotation))
+    return ()
+
+
+def _field(name: str, info: FieldInfo) -> FormField:
+    label = LABELS.get(name, name.replace("_", " ").capitalize())
+    hint = info.description or ""
+    default = info.get_default(call_default_factory=True)
+    annotation = info.annotation
+    if name == "target_modules":
+        return FormField(name, "Target modules", "select", default, hint, tuple(LORA_TARGET_PRESETS))
+    if annotation is bool:
+        return FormField(name, label, "checkbox", default, hint)
+    if choices := _choices(annotation):
+        return FormField(name, label, "select", default, hint, choices)
+    if annotation is int:
+        return FormField(name, label, "number", default, hint, step="1")
+    if annotation is float:
+        return FormField(name, label, "number", default, hint)
+    return FormField(name, label, "text", default if default is not None else "", hint)
+
+
+def option_fields(method: str) -> list[FormField]:
+    options = METHOD_OPTIONS.get(method)
+    if options is None:
+        return []
+    return [_field(name, info) for name, info in options.model_fields.items()]
+
+
+def method_config_from_form(method: str, form: dict[str, str]) -> dict[str, Any]:
+    """Checkboxes are absent when off; empty inputs are left out so the model's defaults apply."""
+    config: dict[str, Any] = {}
+    for field in option_fields(method):
+        if field.kind == "checkbox":
+            config[field.name] = field.name in form
+            continue
+        value = (form.get(field.name) or "").strip()
+        if value:
+            config[field.name] = value
+    return config
