@@ -87,7 +87,9 @@ def test_an_unknown_job_is_404(client: httpx.Client) -> None:
 
 
 def test_every_method_has_validated_options(client: httpx.Client) -> None:
-    response = client.post("/api/v1/jobs", json=job_body(method="prompt", method_config={"init": "text"}))
+    body = job_body(method="prompt")
+    body["method_config"] = {"init": "text"}
+    response = client.post("/api/v1/jobs", json=body)
     assert response.status_code == 422
     assert "init_text is required" in response.text
 
@@ -98,6 +100,22 @@ def test_a_method_the_workers_cannot_run_yet_is_refused_with_what_to_pick(client
     missing = [m for m in METHODS if m not in AVAILABLE_METHODS]
     if not missing:
         pytest.skip("every method is available")
-    response = client.post("/api/v1/jobs", json=job_body(method=missing[0], method_config={}))
+    body = job_body(method=missing[0])
+    body["method_config"] = {}
+    response = client.post("/api/v1/jobs", json=body)
     assert _locs(response) == [["body", "method"]]
     assert "pick one of" in response.json()["detail"][0]["msg"]
+
+
+def test_prefix_tuning_with_gradient_checkpointing_is_refused_with_a_reason(client: httpx.Client) -> None:
+    body = job_body(method="prefix", hyperparameters={"gradient_checkpointing": True})
+    body["method_config"] = {"num_virtual_tokens": 8}
+    response = client.post("/api/v1/jobs", json=body)
+    assert _locs(response) == [["body", "hyperparameters", "gradient_checkpointing"]]
+    assert "prompt tuning or LoRA" in response.json()["detail"][0]["msg"]
+
+
+def test_freezing_more_layers_than_the_model_has_names_trainable_layers(client: httpx.Client) -> None:
+    body = job_body(method="freeze")
+    body["method_config"] = {"trainable_layers": 99}
+    assert _locs(client.post("/api/v1/jobs", json=body)) == [["body", "method_config", "trainable_layers"]]

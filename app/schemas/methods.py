@@ -132,7 +132,7 @@ METHOD_OPTIONS: dict[str, type[MethodOptions]] = {
 METHODS: tuple[str, ...] = tuple(METHOD_OPTIONS)
 # Methods the worker can run today; the others are refused at submission with a
 # message rather than failing later on a worker.
-AVAILABLE_METHODS: frozenset[str] = frozenset({"lora"})
+AVAILABLE_METHODS: frozenset[str] = frozenset({"full", "freeze", "lora", "dora", "prefix", "prompt"})
 METHOD_LABELS: dict[str, str] = {
     "full": "Full fine-tuning",
     "freeze": "Freeze (train the last layers)",

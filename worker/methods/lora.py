@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
 from app.schemas.methods import LORA_TARGET_PRESETS as TARGET_PRESETS
@@ -41,8 +41,8 @@ class LoraSettings:
         return list(self.target_modules)
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
-    """Wrap the model with LoRA adapters; peft freezes everything else."""
+def build(model: PreTrainedModel, method_config: Mapping[str, Any], *, use_dora: bool = False) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters (DoRA's with `use_dora`); peft freezes everything else."""
     settings = LoraSettings.from_config(method_config)
     config = LoraConfig(
         r=settings.r,
@@ -50,8 +50,14 @@ def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.
         lora_dropout=settings.dropout,
         target_modules=settings.resolved_targets(),
         use_rslora=settings.use_rslora,
+        use_dora=use_dora,
         task_type="CAUSAL_LM",
     )
+    return wrap(model, config)
+
+
+def wrap(model: PreTrainedModel, config: PeftConfig) -> PeftModel:
+    """`get_peft_model`, for every PEFT method (LoRA, DoRA, prefix, prompt)."""
     with warnings.catch_warnings():
         # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`
         # property; the FutureWarning is about peft's code, not the user's job.
@@ -60,7 +66,7 @@ def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.
 
 
 def save(model: torch.nn.Module, output_dir: Path, base_model_path: str) -> None:
-    """Write adapter_config.json + adapter_model.safetensors.
+    """Write adapter_config.json + adapter_model.safetensors, for any PEFT method.
 
     `base_model_name_or_path` is set explicitly: peft copies it from the
     model's `name_or_path`, which a caller could have changed, and the

@@ -6,6 +6,10 @@ load, batch, step the optimiser on a warmup-then-cosine schedule, report,
 save atomically. The loss is computed here rather than inside the model so
 that gradient accumulation divides by the token count of the whole step,
 not of each micro-batch, and so every method is measured the same way.
+
+At the end the trained model, in eval mode, scores a fixed probe prompt; the
+summary carries its next-token logits so that anyone can check a download
+against what training ended with.
 """
 from __future__ import annotations
 
@@ -24,13 +28,15 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from worker.methods import Method, get_method
+from worker.methods import Method, get_method, optimizer_name
+from worker.methods.optimizers import make_optimizer
 from worker.train import events
 from worker.train.data import IGNORE_INDEX, Batch, BatchStream, load_examples
-from worker.train.spec import TrainHyperparameters, TrainSpec
+from worker.train.spec import TrainSpec
 
 GRAD_CLIP = 1.0  # max global grad norm; keeps early random-init steps from blowing up
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak rather than to zero
+PROBE_PROMPT = "### Instruction:\nConvert to uppercase.\n\n### Input:\nhello\n\n### Response:\n"
 
 
 @dataclass(frozen=True)
@@ -76,16 +82,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, hp: TrainHyperparameters) -> torch.optim.AdamW:
-    """AdamW on trainable weights; biases and norm gains (1-D) get no weight decay, as in nanoGPT."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=hp.learning_rate)
-
-
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
@@ -93,13 +89,26 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 def summed_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
     """Sum of next-token cross-entropy over response tokens; the caller divides."""
-    logits = model(
-        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
-    ).logits
+    input_ids = batch.input_ids.to(device)
+    logits = model(input_ids=input_ids, attention_mask=batch.attention_mask.to(device)).logits
+    # Prompt tuning prepends its virtual tokens, so its logits are that many
+    # positions longer than the input; the input's own positions are the last ones.
+    logits = logits[:, logits.shape[1] - input_ids.shape[1]:]
     targets = batch.labels[:, 1:].to(device)
     return F.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+
+
+def probe_logits(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> list[float]:
+    """Next-token logits (full vocabulary) after PROBE_PROMPT, in eval mode, without gradients."""
+    batch = tokenizer(PROBE_PROMPT, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+    return logits[0, -1].float().tolist()
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -191,7 +200,9 @@ def train(spec: TrainSpec) -> Path:
     )
     stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
     batches = iter(stream)
-    optimizer = make_optimizer(model, hp)
+    optimizer_choice = optimizer_name(spec.config.method_config)
+    optimizer = make_optimizer(model, optimizer_choice, hp.learning_rate, hp.weight_decay)
+    events.log(f"Optimizer: {optimizer_choice}")
     trainable_params = [p for p in model.parameters() if p.requires_grad]
 
     model.train()
@@ -244,15 +255,22 @@ def train(spec: TrainSpec) -> Path:
         "steps": total_steps,
         "final_loss": loss_value,
     }
+    probe = {"prompt": PROBE_PROMPT, "next_token_logits": probe_logits(model, tokenizer, device)}
     artifact = save_artifact(method, model, tokenizer, spec, record)
     events.log(f"Saved {spec.config.method} artifact to {artifact}")
-    events.summary(
-        trainable_params=trainable,
-        total_params=total_params,
-        peak_memory_bytes=peak_memory_bytes(device),
-        final_loss=loss_value,
-        tokens_per_second=run_tokens / max(run_seconds, 1e-9),
-        steps=total_steps,
-        artifact_dir=str(artifact),
+    # events.summary's fields plus the probe, emitted here until events.summary takes a probe.
+    events.emit(
+        "summary",
+        {
+            "trainable_params": trainable,
+            "total_params": total_params,
+            "trainable_percent": 100.0 * trainable / max(total_params, 1),
+            "peak_memory_bytes": peak_memory_bytes(device),
+            "final_loss": loss_value,
+            "tokens_per_second": run_tokens / max(run_seconds, 1e-9),
+            "steps": total_steps,
+            "artifact_dir": str(artifact),
+            "probe": probe,
+        },
     )
     return artifact

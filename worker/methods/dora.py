@@ -1,0 +1,20 @@
+"""DoRA (Liu et al. 2024): LoRA with the weight decomposed into magnitude and direction.
+
+peft's `LoraConfig(use_dora=True)`: the LoRA update steers the direction of
+each target weight and a trainable per-output-channel magnitude vector
+rescales it. Options, build and the PEFT folder are LoRA's.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from worker.methods import lora
+from worker.methods.lora import save  # noqa: F401 - the same PEFT folder as LoRA
+
+
+def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+    return lora.build(model, method_config, use_dora=True)

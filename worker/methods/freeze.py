@@ -1,0 +1,43 @@
+"""Freeze: only the last N decoder layers train (plus, optionally, the head and embeddings).
+
+Everything is frozen first, then the last `trainable_layers` decoder layers
+and the final norm (which sits right after them) are unfrozen, then the LM
+head and the input embeddings if asked. With tied word embeddings the head
+and the embeddings are one tensor: if either is asked to train, it trains,
+and so both change; the parameter count counts it once.
+
+The artifact is a full model folder, as for `full`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from worker.methods.full import save  # noqa: F401 - the same model folder as `full`
+
+
+def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+    n_layers = int(method_config["trainable_layers"])
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__} has no list of decoder `layers`; freeze cannot pick the last ones")
+    if n_layers > len(layers):
+        raise ValueError(
+            f"trainable_layers={n_layers} but the model has only {len(layers)} decoder layers; "
+            f"pick at most {len(layers)} (or use the full method)"
+        )
+    model.requires_grad_(False)
+    for layer in layers[-n_layers:]:
+        layer.requires_grad_(True)
+    norm = getattr(decoder, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    if method_config["train_lm_head"]:
+        model.get_output_embeddings().requires_grad_(True)
+    if method_config["train_embeddings"]:
+        model.get_input_embeddings().requires_grad_(True)
+    return model
