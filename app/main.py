@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
 from app.api.errors import validation_handler
-from app.api.routes import datasets, events, health, jobs, models
+from app.api.routes import datasets, events, health, job_history, jobs, models, workers
 from app.bootstrap import ensure_demo_dataset
 from app.schemas.methods import METHODS
 from app.settings import get_settings
@@ -43,7 +43,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, validation_handler(frozenset(METHODS)))
     app.include_router(health.router)
-    for router in (datasets.router, jobs.router, events.router, models.router):
+    for router in (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

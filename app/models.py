@@ -48,6 +48,8 @@ class Job(SQLModel, table=True):
     attempt: int = 0
     worker: str | None = None
     cancel_requested: bool = False
+    resume: bool = Field(default=True, description="Continue from the last checkpoint when there is one")
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     event_seq: int = Field(default=0, description="Last event sequence number allocated")
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None

@@ -54,12 +54,17 @@ def write_spec(job: Job) -> tuple[Path, Path]:
         dataset_path = storage.absolute(dataset.path)
     directory = storage.job_dir(job.id)
     directory.mkdir(parents=True, exist_ok=True)
+    if not job.resume:
+        storage.remove_tree(directory / "checkpoints")  # a fresh retry must not pick up old state
     output_dir = directory / "artifact"
     spec = {
         "job_id": job.id,
         "model_path": resolve_model_path(job.model),
         "dataset_path": str(dataset_path),
         "output_dir": str(output_dir),
+        "merged_dir": str(directory / "merged"),
+        "checkpoint_dir": str(directory / "checkpoints"),
+        "resume": job.resume,
         "config": job.config,
     }
     spec_path = directory / "spec.json"

@@ -55,6 +55,12 @@ def _stored_after(job_id: str, after: int) -> tuple[list[tuple[int, str, dict[st
         return rows, job.status if job else None
 
 
+def _job_status(job_id: str) -> str | None:
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        return job.status if job else None
+
+
 async def job_events(redis: Any, job_id: str, last_seq: int) -> AsyncIterator[Event | str]:
     """Events after `last_seq` in order; a `str` is a comment line to keep the connection alive."""
     cursor = last_seq
@@ -63,10 +69,11 @@ async def job_events(redis: Any, job_id: str, last_seq: int) -> AsyncIterator[Ev
     while True:
         if from_database:
             stored, status = await run_in_threadpool(_stored_after, job_id, cursor)
-            for seq, kind, data in stored:
+            for index, (seq, kind, data) in enumerate(stored):
                 yield seq, kind, data
                 cursor = seq
-                if is_terminal(kind, data):
+                # A retried job has events after its old terminal status: only the last one ends the stream.
+                if is_terminal(kind, data) and index == len(stored) - 1 < 499 and status in TERMINAL_STATUSES:
                     return
             if status is None or (not stored and status in TERMINAL_STATUSES):
                 return
@@ -95,5 +102,5 @@ async def job_events(redis: Any, job_id: str, last_seq: int) -> AsyncIterator[Ev
                 break
             yield seq, kind, data
             cursor = seq
-            if is_terminal(kind, data):
+            if is_terminal(kind, data) and await run_in_threadpool(_job_status, job_id) in TERMINAL_STATUSES:
                 return

@@ -1,4 +1,8 @@
-"""Zipped downloads of a job's artifacts, built once and kept beside them."""
+"""A job's downloadable folders, zipped once and kept beside them.
+
+Paths come from the job id and the database, never from the URL; the final
+realpath check keeps a planted symlink from serving anything outside the job.
+"""
 from __future__ import annotations
 
 import os
@@ -9,18 +13,39 @@ from pathlib import Path
 from app import storage
 from app.models import Job
 
+ARTIFACT_KINDS = ("adapter", "merged")
 
-def adapter_zip(job: Job) -> Path | None:
-    if not job.artifact_path:
+
+def artifact_folder(job: Job, kind: str) -> Path | None:
+    """The folder behind a download, if the job has it (only succeeded jobs have any)."""
+    if job.status != "succeeded" or not job.artifact_path:
         return None
-    folder = storage.inside_data_dir(storage.absolute(job.artifact_path))
     job_root = storage.inside_data_dir(storage.job_dir(job.id))
-    if folder is None or job_root is None or not folder.is_dir() or job_root not in folder.parents:
+    if job_root is None:
         return None
-    target = job_root / "adapter.zip"
-    if target.is_file():
+    candidate = storage.absolute(job.artifact_path) if kind == "adapter" else job_root / kind
+    folder = storage.inside_data_dir(candidate)
+    if folder is None or not folder.is_dir() or job_root not in folder.parents:
+        return None
+    return folder
+
+
+def available_downloads(job: Job) -> dict[str, str]:
+    return {kind: f"/api/v1/jobs/{job.id}/{kind}" for kind in ARTIFACT_KINDS if artifact_folder(job, kind)}
+
+
+def artifact_zip(job: Job, kind: str) -> Path | None:
+    folder = artifact_folder(job, kind)
+    if folder is None:
+        return None
+    return zip_folder(folder, folder.parent / f"{kind}.zip")
+
+
+def zip_folder(folder: Path, target: Path) -> Path:
+    """Zip `folder` into `target` once (rebuilt when the folder is newer); regular files only."""
+    if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=".zip-", dir=job_root)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-zip-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(folder.rglob("*")):

@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 
 from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
+from app.jobs.artifacts import available_downloads
 from app.events.store import append_events
 from app.models import TERMINAL_STATUSES, Dataset, Job, utcnow
 import importlib.util
@@ -139,10 +140,32 @@ def cancel_job(session: Session, job: Job) -> Job:
     return job
 
 
+RETRYABLE = frozenset({"failed", "cancelled"})
+
+
+def retry_job(session: Session, job: Job, *, fresh: bool = False) -> Job | None:
+    """Queue a failed or cancelled job again; it resumes from its last checkpoint unless `fresh`.
+
+    None when the job is not in a state that can be retried (the caller answers 409).
+    """
+    changed = session.exec(  # type: ignore[call-overload]
+        update(Job).where(Job.id == job.id, Job.status.in_(RETRYABLE))  # type: ignore[attr-defined]
+        .values(status="queued", cancel_requested=False, error=None, finished_at=None,
+                resume=not fresh)
+    )
+    if changed.rowcount != 1:
+        session.rollback()
+        return None
+    session.refresh(job)
+    append_events(session, job.id, [("status", {"status": "queued", "retry": True, "resume": not fresh})])
+    session.commit()
+    session.refresh(job)
+    enqueue_job(job.id, job.queue)
+    return job
+
+
 def downloads(job: Job) -> dict[str, str]:
-    if job.status != "succeeded" or not job.artifact_path:
-        return {}
-    return {"adapter": f"/api/v1/jobs/{job.id}/adapter"}
+    return available_downloads(job)
 
 
 def to_public(job: Job) -> JobPublic:

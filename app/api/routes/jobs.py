@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import JobDep, SessionDep
 from app.api.errors import field_error
-from app.jobs.artifacts import adapter_zip
-from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, to_public
+from app.jobs.artifacts import artifact_zip
+from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, retry_job, to_public
 from app.models import JOB_STATUSES
 from app.schemas.jobs import JobCreate, JobPublic, JobsPublic
 
@@ -53,12 +53,32 @@ def post_cancel(job: JobDep, session: SessionDep) -> JobPublic:
     return to_public(cancel_job(session, job))
 
 
+@router.post("/{job_id}/retry", response_model=JobPublic)
+def post_retry(
+    job: JobDep, session: SessionDep,
+    fresh: Annotated[bool, Query(description="Start over instead of resuming from the last checkpoint")] = False,
+) -> JobPublic:
+    """Queue a failed or cancelled job again, resuming from its last checkpoint when it has one."""
+    retried = retry_job(session, job, fresh=fresh)
+    if retried is None:
+        raise HTTPException(409, detail=f"only failed or cancelled jobs can be retried (this one is {job.status})")
+    return to_public(retried)
+
+
+async def _download(job_id: str, job, kind: str) -> FileResponse:  # type: ignore[no-untyped-def]
+    path = await run_in_threadpool(artifact_zip, job, kind)
+    if path is None:
+        raise HTTPException(404, detail=f"no {kind} download: the job has not succeeded or has no such artifact")
+    return FileResponse(path, media_type="application/zip", filename=f"tunedeck-{job_id}-{kind}.zip")
+
+
 @router.get("/{job_id}/adapter", response_class=FileResponse)
 async def get_adapter(job: JobDep) -> FileResponse:
-    """The trained adapter as a zip of the folder `peft` loads (404 until the job succeeded)."""
-    if job.status != "succeeded" or not job.artifact_path:
-        raise HTTPException(404, detail="no adapter: the job has not succeeded")
-    path = await run_in_threadpool(adapter_zip, job)
-    if path is None:
-        raise HTTPException(404, detail="adapter files are missing")
-    return FileResponse(path, media_type="application/zip", filename=f"tunedeck-{job.id}-adapter.zip")
+    """The trained artifact as a zip: a PEFT folder, a bottleneck-adapter folder, or a model folder."""
+    return await _download(job.id, job, "adapter")
+
+
+@router.get("/{job_id}/merged", response_class=FileResponse)
+async def get_merged(job: JobDep) -> FileResponse:
+    """LoRA, DoRA and QLoRA merged into the base weights, as a plain model folder (zip)."""
+    return await _download(job.id, job, "merged")
