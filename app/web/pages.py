@@ -22,6 +22,9 @@ from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
 from app.web.method_fields import option_fields
 from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
 from app.web.templating import templates
+from app import storage
+from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
+from app.workers import live_workers
 
 router = APIRouter(include_in_schema=False)
 
@@ -132,10 +135,35 @@ def cancel_from_page(request: Request, job: JobDep, session: SessionDep) -> HTML
     return templates.TemplateResponse(request, "partials/job_status.html", {"status": job.status, "job_id": job.id})
 
 
+def _eta(data: dict[str, Any]) -> str | None:
+    step, total, elapsed = data.get("step"), data.get("total"), data.get("elapsed_seconds")
+    if not (isinstance(step, int) and isinstance(total, int) and isinstance(elapsed, (int, float)) and step > 0):
+        return None
+    seconds = int(elapsed / step * max(total - step, 0))
+    return f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+def _timeline_text(kind: str, data: dict[str, Any]) -> str | None:
+    if kind == "status":
+        status = data.get("status")
+        if status == "running":
+            return f"started on {data.get('worker', 'a worker')} (attempt {data.get('attempt', 1)})"
+        if data.get("retry"):
+            return "queued again (retry" + (", resuming from the last checkpoint)" if data.get("resume") else ", from scratch)")
+        return f"{status}" + (f": {data['error']}" if data.get("error") else "")
+    if kind == "log" and isinstance(data.get("checkpoint"), dict):
+        return f"checkpoint saved at step {data['checkpoint'].get('step')}"
+    if kind == "log" and data.get("resumed_from") is not None:
+        return f"resumed from step {data['resumed_from']}"
+    return None
+
+
 async def _html_frames(job_id: str, events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
-    """The page's stream: log lines and badges as HTML fragments, metrics as JSON for the chart glue."""
+    """The page's stream: fragments for htmx to swap, metrics as JSON for the chart glue."""
     badge = templates.get_template("partials/job_status.html")
     progress = templates.get_template("partials/progress.html")
+    sample = templates.get_template("partials/sample.html")
+    timeline = templates.get_template("partials/timeline_item.html")
     async for item in events:
         if isinstance(item, str):
             yield item
@@ -144,13 +172,40 @@ async def _html_frames(job_id: str, events: AsyncIterator[Event | str]) -> Async
         if kind == "log":
             level = html.escape(str(data.get("level", "info")))
             yield format_event(seq, "log", f'<div class="log-line {level}">{html.escape(str(data.get("message", "")))}</div>')
+            if isinstance(data.get("sample"), dict):
+                yield format_event(None, "sample", sample.render(sample=data["sample"]))
+            if isinstance(data.get("checkpoint"), dict):
+                yield format_event(None, "checkpoint", "{}")
         elif kind == "metric":
             yield format_event(seq, "metric", json.dumps(data))
-            yield format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0)))
+            yield format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0), eta=_eta(data)))
         elif kind == "status":
             yield format_event(seq, "status", badge.render(status=data.get("status"), job_id=job_id))
-            if is_terminal(kind, data):
-                yield format_event(None, "end", "{}")
+        text = _timeline_text(kind, data)
+        if text:
+            yield format_event(None, "timeline", timeline.render(text=text, when=""))
+    yield format_event(None, "end", "{}")  # only the real end: job_events stops at the final status
+
+
+@router.get("/jobs/{job_id}/checkpoints", response_class=HTMLResponse)
+def checkpoints_fragment(request: Request, job: JobDep) -> HTMLResponse:
+    items = []
+    for path in complete_checkpoints(storage.job_dir(job.id) / CHECKPOINT_DIR):
+        item = describe(path)
+        item["download"] = f"/api/v1/jobs/{job.id}/checkpoints/{item['name']}"
+        items.append(item)
+    every = (job.config.get("hyperparameters") or {}).get("checkpoint_every")
+    return templates.TemplateResponse(request, "partials/checkpoints.html", {"checkpoints": items, "checkpoint_every": every})
+
+
+@router.get("/workers", response_class=HTMLResponse)
+async def workers_page(request: Request, session: SessionDep) -> HTMLResponse:
+    try:
+        workers = await live_workers(request.app.state.redis, session)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - shown on the page, not raised
+        workers, error = [], f"Cannot read worker heartbeats from Redis: {exc}"
+    return templates.TemplateResponse(request, "workers.html", {"workers": workers, "error": error})
 
 
 @router.get("/jobs/{job_id}/live")

@@ -1,28 +1,69 @@
-// Glue between the job's event stream and the loss chart. Everything else on
-// the page is swapped in by htmx from server-rendered fragments.
+// Glue between the job's event stream and its charts. Everything else on the
+// page (status, progress, log, samples, checkpoints) is swapped in by htmx
+// from server-rendered fragments.
 (function () {
   "use strict";
 
-  function setup() {
-    var el = document.getElementById("loss-chart");
-    if (!el || typeof uPlot === "undefined") return;
-    var steps = [], losses = [], seen = {};
-    var chart = new uPlot({
-      width: Math.max(el.clientWidth, 320),
-      height: 240,
-      scales: { x: { time: false } },
-      axes: [{ label: "step" }, { label: "loss" }],
-      series: [{ label: "step" }, { label: "training loss", stroke: "#2563eb", width: 2 }],
-    }, [steps, losses], el);
+  // One chart per element with data-metrics="key[,key]"; series share the step axis.
+  var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 
-    el.addEventListener("sse:metric", function (evt) {
-      var data = JSON.parse(evt.detail.data);
-      if (data.loss === undefined || seen[data.step]) return;
-      seen[data.step] = true;
-      steps.push(data.step);
-      losses.push(data.loss);
-      chart.setData([steps, losses]);
-      el.dataset.points = String(steps.length);
+  function makeChart(el) {
+    var keys = el.dataset.metrics.split(",");
+    var labels = (el.dataset.labels || el.dataset.metrics).split(",");
+    var data = [[]].concat(keys.map(function () { return []; }));
+    var resumed = [];
+    var series = [{ label: "step" }].concat(keys.map(function (key, i) {
+      return { label: labels[i], stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true };
+    }));
+    var plot = new uPlot({
+      width: Math.max(el.clientWidth, 280),
+      height: Number(el.dataset.height || 200),
+      scales: { x: { time: false } },
+      axes: [{ label: "step" }, { label: el.dataset.unit || "" }],
+      series: series,
+      hooks: {
+        draw: [function (u) {
+          // A dashed line where the run resumed from a checkpoint.
+          var ctx = u.ctx;
+          ctx.save();
+          ctx.strokeStyle = "#f59e0b";
+          ctx.setLineDash([6, 4]);
+          resumed.forEach(function (step) {
+            var x = u.valToPos(step, "x", true);
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+          });
+          ctx.restore();
+        }],
+      },
+    }, data, el);
+    var seen = {};
+    return {
+      el: el,
+      add: function (point) {
+        if (seen[point.step]) return;
+        var values = keys.map(function (key) { return point[key] === undefined ? null : point[key]; });
+        if (values.every(function (v) { return v === null; })) return;
+        seen[point.step] = true;
+        if (point.resumed) resumed.push(point.step);
+        data[0].push(point.step);
+        values.forEach(function (v, i) { data[i + 1].push(v); });
+        plot.setData(data);
+        el.dataset.points = String(data[0].length);
+      },
+      resize: function () { plot.setSize({ width: Math.max(el.clientWidth, 280), height: plot.height }); },
+    };
+  }
+
+  function setup() {
+    var source = document.getElementById("metrics-source");
+    if (!source || typeof uPlot === "undefined") return;
+    var charts = Array.prototype.map.call(document.querySelectorAll("[data-metrics]"), makeChart);
+    source.addEventListener("sse:metric", function (evt) {
+      var point = JSON.parse(evt.detail.data);
+      charts.forEach(function (chart) { chart.add(point); });
     });
 
     // Keep the log following new lines while the reader is at its end.
@@ -36,10 +77,7 @@
         if (following) log.scrollTop = log.scrollHeight;
       });
     }
-
-    window.addEventListener("resize", function () {
-      chart.setSize({ width: Math.max(el.clientWidth, 320), height: 240 });
-    });
+    window.addEventListener("resize", function () { charts.forEach(function (c) { c.resize(); }); });
   }
 
   if (document.readyState === "loading") {

@@ -3,12 +3,19 @@
 The training loop is method-agnostic. A method module exposes two functions,
 `build(model, method_config) -> model` (freeze, wrap, inject adapters) and
 `save(model, output_dir, base_model_path)` (write the artifact users
-download). Modules are imported on demand so that a LoRA job never imports
-the optional backends another method needs (bitsandbytes, galore).
+download), and may add optional hooks the loop uses when present:
 
-The optimiser is not the method's business beyond naming it: when a method's
-options have an `optimizer` field (full, freeze, qlora), the loop builds
-that one (`worker.methods.optimizers`); otherwise AdamW.
+- `load(model_path, hyperparameters, method_config) -> model`: load the base
+  itself (QLoRA quantises it to 4 bits at load time). Without it the loop
+  loads the base in float32 (`default_load`).
+- `make_optimizer(model, method_config, learning_rate, weight_decay)`: build
+  the optimiser itself (GaLore needs its own parameter groups). Without it the
+  loop builds the one named by the options' `optimizer` field, else AdamW.
+- `merge(adapter_dir, base_model_path, out_dir)`: write a plain model folder
+  with the trained adapter merged into the base weights (LoRA, DoRA, QLoRA).
+
+Modules are imported on demand so that a LoRA job never imports the optional
+backends another method needs (bitsandbytes, galore).
 """
 from __future__ import annotations
 
@@ -18,13 +25,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 METHOD_MODULES: dict[str, str] = {
     "full": "worker.methods.full",
     "freeze": "worker.methods.freeze",
     "lora": "worker.methods.lora",
     "dora": "worker.methods.dora",
+    "qlora": "worker.methods.qlora",
+    "galore": "worker.methods.galore",
+    "adapters": "worker.methods.adapters",
     "prefix": "worker.methods.prefix",
     "prompt": "worker.methods.prompt",
 }
@@ -46,6 +56,17 @@ def get_method(name: str) -> Method:
         raise ValueError(f"method {name!r} is not supported by this worker (known: {known})") from None
     module: Any = importlib.import_module(module_name)
     return module
+
+
+def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """The base in float32 on the CPU; the loop moves it to the training device."""
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+
+
+def load_base(method: Method, model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """The method's own `load` hook if it has one, else `default_load`."""
+    loader = getattr(method, "load", default_load)
+    return loader(model_path, hyperparameters, method_config)
 
 
 def optimizer_name(method_config: Mapping[str, Any]) -> str:

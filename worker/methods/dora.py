@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel
 
 from worker.methods import lora
-from worker.methods.lora import save  # noqa: F401 - the same PEFT folder as LoRA
+from worker.methods.lora import merge, save  # noqa: F401 - the same PEFT folder and merge as LoRA
 
 
 def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:

@@ -1,7 +1,11 @@
 """LoRA: low-rank A·B updates beside chosen projections, base weights frozen.
 
 We use peft's own `LoraConfig` and `get_peft_model`, so the artifact is a
-standard PEFT folder that `PeftModel.from_pretrained` loads as is.
+standard PEFT folder that `PeftModel.from_pretrained` loads as is. DoRA and
+QLoRA reuse `build`, `save` and `merge` from here.
+
+`merge` writes the second download, a plain model folder with the adapter
+merged into the base weights (`worker.merge`).
 """
 from __future__ import annotations
 
@@ -33,12 +37,17 @@ class LoraSettings:
         return cls(**known)
 
     def resolved_targets(self) -> list[str]:
-        if isinstance(self.target_modules, str):
-            if self.target_modules not in TARGET_PRESETS:
-                presets = ", ".join(TARGET_PRESETS)
-                raise ValueError(f"unknown target preset {self.target_modules!r} (presets: {presets})")
-            return list(TARGET_PRESETS[self.target_modules])
-        return list(self.target_modules)
+        return resolve_targets(self.target_modules)
+
+
+def resolve_targets(target_modules: str | list[str]) -> list[str]:
+    """A preset name (minimal, attention, all-linear) or an explicit list, as module names."""
+    if isinstance(target_modules, str):
+        if target_modules not in TARGET_PRESETS:
+            presets = ", ".join(TARGET_PRESETS)
+            raise ValueError(f"unknown target preset {target_modules!r} (presets: {presets})")
+        return list(TARGET_PRESETS[target_modules])
+    return list(target_modules)
 
 
 def build(model: PreTrainedModel, method_config: Mapping[str, Any], *, use_dora: bool = False) -> torch.nn.Module:
@@ -77,3 +86,10 @@ def save(model: torch.nn.Module, output_dir: Path, base_model_path: str) -> None
     for adapter_config in model.peft_config.values():
         adapter_config.base_model_name_or_path = base_model_path
     model.save_pretrained(str(output_dir), safe_serialization=True)
+
+
+def merge(adapter_dir: Path, base_model_path: str, out_dir: Path) -> Path:
+    """The merged download: the saved adapter folded into a float32 copy of the base, written atomically."""
+    from worker.merge import merge_to_folder
+
+    return merge_to_folder(adapter_dir, base_model_path, out_dir)

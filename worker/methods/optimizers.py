@@ -80,3 +80,41 @@ def make_optimizer(
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return factory([g for g in groups if g["params"]], learning_rate)
+
+
+def galore_adamw(
+    model: torch.nn.Module,
+    targets: list[torch.nn.Parameter],
+    *,
+    rank: int,
+    update_proj_gap: int,
+    scale: float,
+    learning_rate: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    """galore-torch's `GaLoreAdamW`: `targets` (2-D weights) get low-rank projected gradients.
+
+    Three groups: the GaLore weights (with weight decay), the other >= 2-D
+    weights (with weight decay) and the 1-D ones (without), every group
+    reading `group["lr"]` like the other optimisers here. `proj_type="std"`
+    projects on the smaller side of each matrix, as the paper does.
+    """
+    from galore_torch import GaLoreAdamW  # optional backend: imported only by GaLore jobs
+
+    galore_ids = {id(p) for p in targets}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not any(id(p) in galore_ids for p in params):
+        raise ValueError("GaLore found no trainable target weight to project")
+    groups: ParamGroups = [
+        {
+            "params": [p for p in params if id(p) in galore_ids],
+            "weight_decay": weight_decay,
+            "rank": rank,
+            "update_proj_gap": update_proj_gap,
+            "scale": scale,
+            "proj_type": "std",
+        },
+        {"params": [p for p in params if id(p) not in galore_ids and p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in galore_ids and p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return GaLoreAdamW([g for g in groups if g["params"]], lr=learning_rate, no_deprecation_warning=True)

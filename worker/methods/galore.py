@@ -1,0 +1,68 @@
+"""GaLore (Zhao et al. 2024): full-parameter training, gradients projected to low rank.
+
+Not an adapter: every weight trains and the artifact is a full model folder,
+as for `full`. What changes is the optimiser. galore-torch's `GaLoreAdamW`
+projects the gradient of each targeted 2-D weight onto its top `rank`
+singular directions (recomputed by an SVD every `update_proj_gap` steps),
+keeps Adam's moments in that small space, and projects the update back,
+scaled by `scale`. Every other parameter (embeddings, norms, the head,
+untargeted matrices) gets plain AdamW in the same optimiser.
+
+Targets are module names as for LoRA (presets minimal, attention, all-linear,
+or a list): the weight of every `nn.Linear` whose name ends in one of them.
+We build `GaLoreAdamW` ourselves rather than through the Trainer's
+`optim="galore_adamw"` because the loop is our own; the parameter groups are
+the ones the Trainer builds.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from worker.methods.full import save  # noqa: F401 - the same model folder as `full`
+from worker.methods.lora import resolve_targets
+from worker.methods.optimizers import galore_adamw
+
+
+def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+    """Every parameter trains; the low-rank part is the optimiser's."""
+    target_weights(model, method_config)  # an unknown target fails here, before any step
+    model.requires_grad_(True)
+    return model
+
+
+def target_weights(model: torch.nn.Module, method_config: Mapping[str, Any]) -> list[torch.nn.Parameter]:
+    """The 2-D weights whose gradients are projected, in model order."""
+    targets = resolve_targets(method_config.get("target_modules", "all-linear"))
+    found: list[torch.nn.Parameter] = []
+    matched: set[str] = set()
+    for name, module in model.named_modules():
+        suffix = name.rsplit(".", 1)[-1]
+        hit = next((t for t in targets if name == t or name.endswith("." + t) or suffix == t), None)
+        if hit is not None and isinstance(module, torch.nn.Linear):
+            found.append(module.weight)
+            matched.add(hit)
+    missing = [t for t in targets if t not in matched]
+    if missing:
+        raise ValueError(
+            f"GaLore target_modules {missing} match no linear layer of {type(model).__name__}; "
+            "use a preset (minimal, attention, all-linear) or names of its linear layers"
+        )
+    return found
+
+
+def make_optimizer(
+    model: torch.nn.Module, method_config: Mapping[str, Any], learning_rate: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    return galore_adamw(
+        model,
+        target_weights(model, method_config),
+        rank=int(method_config.get("rank", 128)),
+        update_proj_gap=int(method_config.get("update_proj_gap", 200)),
+        scale=float(method_config.get("scale", 0.25)),
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+    )

@@ -1,0 +1,93 @@
+"""QLoRA (Dettmers et al. 2023): LoRA over a base quantised to 4 bits.
+
+The base is loaded through transformers' `BitsAndBytesConfig(load_in_4bit=True)`
+(NF4 or FP4, optional double quantisation of the scales, the matmul dtype
+the user picked), so every linear layer of the decoder becomes a
+bitsandbytes `Linear4bit`; everything else (embeddings, norms, the head)
+stays float32. `peft.prepare_model_for_kbit_training` then freezes the base,
+keeps the non-quantised weights in float32 and turns on gradient
+checkpointing when the job asks for it. LoRA goes on top with `lora.build`.
+
+The adapter is a standard PEFT folder, like LoRA's. It was trained against
+the 4-bit weights, so it gives the training-time logits only on a base
+quantised the same way (`quantization_config` below, also recorded in the
+folder's `tunedeck_training.json`); loaded onto the float32 base, as
+`PeftModel.from_pretrained` does by default, it gives slightly different
+logits (the quantisation error of the base), which is also what the merged
+download holds (`worker.merge`: merged into the float32 base).
+
+bitsandbytes 0.50 runs the 4-bit layers on the CPU as well as on CUDA; its
+paged optimisers fall back to ordinary (non-paged) 8-bit ones on the CPU.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
+
+from worker.methods import lora
+from worker.methods.lora import merge, save  # noqa: F401 - the same PEFT folder and merge as LoRA
+
+COMPUTE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def quantization_config(method_config: Mapping[str, Any]) -> BitsAndBytesConfig:
+    """The 4-bit settings of a QLoRA job; loading a base with them reproduces the training-time model."""
+    compute_dtype = str(method_config.get("compute_dtype", "float32"))
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute_dtype {compute_dtype!r} (known: {', '.join(COMPUTE_DTYPES)})")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=str(method_config.get("quant_type", "nf4")),
+        bnb_4bit_use_double_quant=bool(method_config.get("double_quant", True)),
+        bnb_4bit_compute_dtype=COMPUTE_DTYPES[compute_dtype],
+    )
+
+
+def load_quantized(model_path: str, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """The base with its decoder linears in 4 bits, the rest float32, on the training device."""
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        import bitsandbytes  # noqa: F401 - fail with a clear message, not deep inside transformers
+    except ImportError as exc:
+        raise RuntimeError(f"QLoRA needs bitsandbytes, which does not import here: {exc}") from exc
+    return AutoModelForCausalLM.from_pretrained(
+        model_path,
+        quantization_config=quantization_config(method_config),
+        dtype=torch.float32,
+        device_map={"": device},
+    )
+
+
+def load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """Quantise at load, then prepare for k-bit training (gradient checkpointing if the job asks)."""
+    from peft import prepare_model_for_kbit_training
+
+    model = load_quantized(model_path, method_config)
+    with warnings.catch_warnings():
+        # peft calls transformers' deprecated gradient_checkpointing_enable alias; the warning is about peft.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=bool(hyperparameters.gradient_checkpointing),
+            # Non-reentrant, as for every other method: gradients reach the adapters
+            # behind the frozen embeddings without forcing inputs to require grad.
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if hyperparameters.gradient_checkpointing:
+        model.config.use_cache = False
+    return model
+
+
+def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+    """LoRA on the quantised base; the LoRA weights themselves stay float32."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        raise ValueError("QLoRA needs a base loaded in 4 bits (qlora.load); got a full-precision model")
+    return lora.build(model, method_config)
