@@ -55,6 +55,24 @@ def _stop(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> Non
             child.wait()
 
 
+def _print_first_admin(env: dict[str, str]) -> None:
+    """With no account configured, make one so the quick start can log in; say so once."""
+    if env.get("TUNEDECK_ADMIN_EMAIL"):
+        return
+    from sqlmodel import Session
+
+    from app.auth.users import first_admin_if_none
+    from app.db import make_engine
+    from app.settings import Settings
+
+    url = Settings(data_dir=env["TUNEDECK_DATA_DIR"]).resolved_database_url
+    with Session(make_engine(url)) as session:
+        created = first_admin_if_none(session)
+    if created:
+        print(f"Created the first admin: log in as {created[0]} with password {created[1]}\n"
+              "(shown only now; add users with `tunedeck create-user`)", flush=True)
+
+
 def _wait_for_api(host: str, port: int, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
     """Print the URL only once it answers."""
     import httpx
@@ -93,6 +111,7 @@ def up() -> int:
             env["TUNEDECK_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             print(f"Started Redis on port {port}", flush=True)
         subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, check=True)
+        _print_first_admin(env)
         print("Preparing the demo model…", flush=True)
         subprocess.run([sys.executable, "-m", "app.cli", "init-demo"], env=env, check=True)
         children.append(subprocess.Popen(worker_command(settings.worker_queues), env=env))
@@ -112,6 +131,28 @@ def up() -> int:
         return 1
     finally:
         _stop(children)
+
+
+def accounts(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.auth.users import AccountError, create_token, create_user, user_by_email
+    from app.db import get_engine
+
+    with Session(get_engine()) as session:
+        try:
+            if args.command == "create-user":
+                user = create_user(session, args.email, args.password, is_admin=args.admin)
+                print(f"created {'admin' if user.is_admin else 'user'} {user.email}")
+                return 0
+            user = user_by_email(session, args.email)
+            if user is None:
+                raise AccountError(f"no user with email {args.email}")
+            print(create_token(session, user, args.name)[1])
+            return 0
+        except AccountError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -135,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--queues", help="comma-separated queues (default: TUNEDECK_WORKER_QUEUES)")
     worker.add_argument("--name", default="tunedeck@%h")
     sub.add_parser("migrate", help="create or upgrade the database schema")
+    create_user = sub.add_parser("create-user", help="add a user who can log in")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--password", required=True)
+    create_user.add_argument("--admin", action="store_true", help="may see every job and edit catalogs")
+    create_token = sub.add_parser("create-token", help="print a new API token for a user")
+    create_token.add_argument("--email", required=True)
+    create_token.add_argument("--name", default="created on the command line")
     sub.add_parser("init-demo", help="build the demo model under the data dir")
     gen = sub.add_parser("generate", help="load a downloaded artifact and continue a prompt")
     gen.add_argument("--adapter", required=True, help="artifact folder (or zip)")
@@ -157,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         migrate()
         print("database is up to date")
         return 0
+    if args.command in {"create-user", "create-token"}:
+        return accounts(args)
     if args.command == "init-demo":
         init_demo_model()
         return 0

@@ -1,4 +1,8 @@
-"""The FastAPI application: JSON API under /api/v1, pages at /, static files."""
+"""The FastAPI application: JSON API under /api/v1, pages at /, static files.
+
+Every route but /healthz, the login page and static files needs a user; every
+state-changing request on a cookie session needs a CSRF token.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,20 +10,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
+from sqlmodel import Session
+from starlette.middleware.sessions import SessionMiddleware
 
+from app.api.deps import get_current_user
 from app.api.errors import validation_handler
 from app.api.routes import datasets, events, health, job_history, jobs, models, workers
+from app.auth.csrf import verify_csrf
+from app.auth.secret import session_secret
+from app.auth.sessions import LoginRequired
+from app.auth.users import ensure_admin
 from app.bootstrap import ensure_demo_dataset
+from app.db import get_engine
 from app.schemas.methods import METHODS
 from app.settings import get_settings
-from app.web import pages
+from app.web import account, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
+API_ROUTERS = (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router)
 
 
 @asynccontextmanager
@@ -28,13 +42,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2)
     try:
         ensure_demo_dataset()
+        with Session(get_engine()) as session:
+            ensure_admin(session, settings.admin_email, settings.admin_password, settings.admin_token)
     except Exception as exc:  # noqa: BLE001 - the API still answers; /healthz names the database
-        log.error("could not register the demo dataset (run `tunedeck migrate`?): %s", exc)
+        log.error("first-start data not written (run `tunedeck migrate`?): %s", exc)
     yield
     await app.state.redis.aclose()
 
 
+async def _login_required(request: Request, _exc: Exception) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": "not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.headers.get("hx-request"):
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    return RedirectResponse(f"/login?next={target}", status_code=303)
+
+
 def create_app() -> FastAPI:
+    settings = get_settings()
     app = FastAPI(
         title="Tunedeck",
         version="0.1.0",
@@ -42,11 +68,19 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_handler(frozenset(METHODS)))
+    app.add_exception_handler(LoginRequired, _login_required)
+    guarded = [Depends(get_current_user), Depends(verify_csrf)]
     app.include_router(health.router)
-    for router in (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router):
-        app.include_router(router, prefix="/api/v1")
-    app.include_router(pages.router)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix="/api/v1", dependencies=guarded)
+    app.include_router(account.public)
+    app.include_router(account.private, dependencies=guarded)
+    app.include_router(pages.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.add_middleware(
+        SessionMiddleware, secret_key=session_secret(), session_cookie="tunedeck_session",
+        max_age=int(settings.session_hours * 3600), same_site="lax", https_only=settings.secure_cookies,
+    )
     return app
 
 

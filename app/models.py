@@ -17,8 +17,32 @@ def new_id() -> str:
     return uuid4().hex
 
 
+class User(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    email: str = Field(max_length=320, unique=True, index=True)
+    password_hash: str = Field(max_length=255)
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """Stored as a SHA-256 hash: the token itself is shown once, at creation."""
+
+    __tablename__ = "api_token"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, foreign_key="user.id", index=True)
+    name: str = Field(default="", max_length=100)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 class Dataset(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    owner_id: str | None = Field(default=None, max_length=64, index=True, description="None: shared (the demo)")
     name: str = Field(max_length=255)
     format: str = Field(max_length=32)
     rows: int
@@ -31,6 +55,7 @@ class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    owner_id: str | None = Field(default=None, max_length=64, index=True)
     name: str = Field(default="", max_length=255)
     model: str = Field(max_length=255)
     dataset_id: str = Field(max_length=64, index=True)

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     event_stream_maxlen: int = Field(10_000, description="Events kept per job in its Redis stream")
     cancel_grace_seconds: float = Field(10.0, description="Time a cancelled trainer gets before it is killed")
 
+    secret_key: str | None = Field(None, description="Signs session cookies; default: a random key kept in DATA_DIR/secret_key")
+    session_hours: float = Field(12.0, gt=0, description="Hours a login session lasts")
+    secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only (set behind TLS)")
+    admin_email: str | None = Field(None, description="First admin, created at start if missing")
+    admin_password: str | None = Field(None, description="Password of the first admin")
+    admin_token: str | None = Field(None, description="API token seeded for the first admin (automation, tests)")
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

@@ -26,6 +26,8 @@ JOBS = 10_000
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TUNEDECK_DATA_DIR"] = tmp
+        os.environ.update(TUNEDECK_ADMIN_EMAIL="bench@example.com", TUNEDECK_ADMIN_PASSWORD="benchmark-password",
+                          TUNEDECK_ADMIN_TOKEN="td_benchmark_token")
         subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, check=True, capture_output=True)
         from fastapi.testclient import TestClient
         from sqlmodel import Session
@@ -47,7 +49,7 @@ def main() -> None:
             )
             session.commit()
         results = {}
-        with TestClient(app) as client:
+        with TestClient(app, headers={"Authorization": "Bearer td_benchmark_token"}) as client:
             for label, url in [
                 ("api_first_page", "/api/v1/jobs"),
                 ("api_filtered", "/api/v1/jobs?status=failed&method=lora&offset=500"),

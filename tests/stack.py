@@ -14,6 +14,9 @@ import httpx
 from app.embedded_redis import free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct horse battery staple"
+ADMIN_TOKEN = "td_test_admin_token_0123456789"
 
 
 @dataclass
@@ -33,8 +36,10 @@ class Stack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=timeout)
+    def client(self, timeout: float = 30.0, token: str | None = None) -> httpx.Client:
+        """An API client authenticated as the seeded admin (or with `token`)."""
+        headers = {"Authorization": f"Bearer {token or ADMIN_TOKEN}"}
+        return httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def run_cli(self, *args: str) -> None:
         subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env, cwd=ROOT, check=True,
@@ -117,6 +122,9 @@ def make_stack(data_dir: Path) -> Stack:
         "TUNEDECK_PORT": str(api_port),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "TUNEDECK_ADMIN_EMAIL": ADMIN_EMAIL,
+        "TUNEDECK_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "TUNEDECK_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     env.pop("TUNEDECK_DATABASE_URL", None)
     return Stack(data_dir=data_dir, redis_port=redis_port, api_port=api_port, env=env)

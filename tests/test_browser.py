@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.stack import ADMIN_EMAIL, ADMIN_PASSWORD
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import job_body
@@ -53,6 +55,11 @@ def page(browser: Browser, stack) -> Iterator[Page]:  # type: ignore[no-untyped-
           else None)
     failed: list[str] = []
     pg.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    pg.goto("/login")
+    pg.get_by_label("Email").fill(ADMIN_EMAIL)
+    pg.get_by_label("Password").fill(ADMIN_PASSWORD)
+    pg.get_by_role("button", name="Log in").click()
+    pg.wait_for_url("**/jobs")
     try:
         yield pg
     finally:

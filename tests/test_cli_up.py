@@ -75,7 +75,8 @@ class Up:
             page = httpx.get(f"{url}/", timeout=10, follow_redirects=True)
         except (httpx.HTTPError, ValueError):
             return False
-        return page.status_code == 200 and page.url.path == "/jobs" and "<h1>Jobs</h1>" in page.text
+        # Not logged in: the dashboard answers with its login page.
+        return page.status_code == 200 and page.url.path == "/login" and "Log in to Tunedeck" in page.text
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)

@@ -1,7 +1,20 @@
 """`tunedeck generate`: load a downloaded artifact onto its base and continue a prompt.
 
-Accepts what the job page offers: a PEFT adapter folder, a full model folder
-(`save_pretrained`), or the zip of either.
+Accepts every download the job page offers, as a folder or as its zip:
+
+- a PEFT adapter folder (lora, dora, qlora, prefix, prompt): `adapter_config.json`
+  with a `peft_type`, loaded with `PeftModel.from_pretrained` onto its base.
+  A QLoRA adapter goes onto the base quantised to 4 bits as in training (the
+  settings are in the folder's `tunedeck_training.json`), so it continues the
+  prompt as the trained model did; with no record, or with `quantize=False`,
+  onto the float32 base;
+- a bottleneck-adapter folder (adapters): `adapter_config.json` with
+  `"adapter_type": "bottleneck"` and no `peft_type`, loaded with our public
+  loader `worker.bottleneck.load_bottleneck_adapter`;
+- a model folder (full, freeze, galore, and every merged download):
+  `config.json`, loaded with `AutoModelForCausalLM.from_pretrained`.
+
+`--base` overrides the base model an adapter names.
 """
 from __future__ import annotations
 
@@ -9,9 +22,12 @@ import json
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+RECORD_NAME = "tunedeck_training.json"
 
 
 class ArtifactError(ValueError):
@@ -25,29 +41,76 @@ def _unpacked(path: Path, scratch: Path) -> Path:
                 if member.startswith("/") or ".." in Path(member).parts:
                     raise ArtifactError(f"refusing zip member {member!r}")
             archive.extractall(scratch)
+        # A zip made by hand often holds one top-level folder rather than the files themselves.
+        entries = list(scratch.iterdir())
+        if len(entries) == 1 and entries[0].is_dir() and not _looks_like_artifact(scratch):
+            return entries[0]
         return scratch
     if not path.is_dir():
         raise ArtifactError(f"{path} is neither a folder nor a zip")
     return path
 
 
-def load_artifact(folder: Path, base: str | None = None) -> tuple[PreTrainedModel, Path]:
-    """The model ready for inference and the folder its tokenizer comes from."""
+def _looks_like_artifact(folder: Path) -> bool:
+    return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
+
+
+def _training_record(folder: Path) -> dict[str, Any]:
+    path = folder / RECORD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _tokenizer_dir(folder: Path, base_ref: str) -> Path | str:
+    return folder if (folder / "tokenizer_config.json").is_file() else base_ref
+
+
+def _load_peft(folder: Path, base_ref: str, quantize: bool) -> torch.nn.Module:
+    from peft import PeftModel
+
+    config = _training_record(folder).get("config") or {}
+    if quantize and config.get("method") == "qlora":
+        import logging
+
+        from worker.methods.qlora import load_quantized
+
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional-kernel notice is noise here
+        base_model = load_quantized(base_ref, config.get("method_config") or {})
+    else:
+        base_model = AutoModelForCausalLM.from_pretrained(base_ref, dtype=torch.float32)
+    return PeftModel.from_pretrained(base_model, str(folder))
+
+
+def load_artifact(
+    folder: Path, base: str | None = None, *, quantize: bool = True
+) -> tuple[torch.nn.Module, Path | str]:
+    """The model ready for inference (eval mode) and where its tokenizer comes from."""
     adapter_config = folder / "adapter_config.json"
     if adapter_config.is_file():
-        config = json.loads(adapter_config.read_text())
+        try:
+            config = json.loads(adapter_config.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ArtifactError(f"{adapter_config} is not valid JSON: {exc}") from None
         base_ref = base or config.get("base_model_name_or_path")
         if not base_ref:
             raise ArtifactError("the adapter does not name its base model: pass --base")
         if "peft_type" in config:
-            from peft import PeftModel
+            return _load_peft(folder, base_ref, quantize).eval(), _tokenizer_dir(folder, base_ref)
+        if config.get("adapter_type") == "bottleneck":
+            from worker.bottleneck import from_pretrained
 
-            model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_ref), str(folder))
-            tokenizer_dir = folder if (folder / "tokenizer_config.json").is_file() else Path(base_ref)
-            return model.eval(), tokenizer_dir
-        raise ArtifactError(f"unknown adapter type in {adapter_config}")
+            return from_pretrained(folder, base=base_ref), _tokenizer_dir(folder, base_ref)
+        raise ArtifactError(
+            f"unknown adapter type in {adapter_config}: neither a PEFT adapter (peft_type) "
+            "nor a bottleneck adapter (adapter_type)"
+        )
     if (folder / "config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(str(folder)).eval(), folder
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval(), folder
     raise ArtifactError(f"{folder} has neither adapter_config.json nor config.json")
 
 
@@ -56,8 +119,9 @@ def generate_text(artifact: str, base: str | None, prompt: str, max_new_tokens: 
         folder = _unpacked(Path(artifact), Path(scratch))
         model, tokenizer_dir = load_artifact(folder, base)
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        inputs = tokenizer(prompt, return_tensors="pt")
+        device = next(model.parameters()).device
+        inputs = tokenizer(prompt, return_tensors="pt").to(device)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
         return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -6,11 +6,12 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from app import storage
 from app.datasets.validate import ValidationReport, normalise
-from app.models import Dataset, new_id
+from app.models import Dataset, User, new_id
 
 
 class DatasetRejected(Exception):
@@ -39,7 +40,9 @@ def kind_of(filename: str | None, content_type: str | None) -> str | None:
     return None
 
 
-def create_dataset(session: Session, raw: IO[bytes], kind: str, name: str, dataset_id: str | None = None) -> Dataset:
+def create_dataset(
+    session: Session, raw: IO[bytes], kind: str, name: str, dataset_id: str | None = None, owner_id: str | None = None
+) -> Dataset:
     dataset_id = dataset_id or new_id()
     target = storage.dataset_file(dataset_id)
     fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=".jsonl", dir=storage.datasets_dir())
@@ -52,7 +55,7 @@ def create_dataset(session: Session, raw: IO[bytes], kind: str, name: str, datas
         if not report.ok:
             raise DatasetRejected(report.errors)
         dataset = Dataset(
-            id=dataset_id, name=name, format=report.format or "text", rows=report.rows,
+            id=dataset_id, owner_id=owner_id, name=name, format=report.format or "text", rows=report.rows,
             size_bytes=tmp.stat().st_size, path=storage.relative(target),
         )
         os.replace(tmp, target)
@@ -68,5 +71,9 @@ def create_dataset(session: Session, raw: IO[bytes], kind: str, name: str, datas
         tmp.unlink(missing_ok=True)
 
 
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.exec(select(Dataset).order_by(Dataset.created_at.desc())))  # type: ignore[attr-defined]
+def list_datasets(session: Session, user: User) -> list[Dataset]:
+    """The user's own datasets and the shared ones (the demo); an admin sees all."""
+    stmt = select(Dataset)
+    if not user.is_admin:
+        stmt = stmt.where(or_(Dataset.owner_id == user.id, Dataset.owner_id.is_(None)))  # type: ignore[union-attr]
+    return list(session.exec(stmt.order_by(Dataset.created_at.desc())))  # type: ignore[attr-defined]

@@ -10,7 +10,8 @@ from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
 from app.jobs.artifacts import available_downloads
 from app.events.store import append_events
-from app.models import TERMINAL_STATUSES, Dataset, Job, utcnow
+from app.auth.visibility import can_see
+from app.models import TERMINAL_STATUSES, Dataset, Job, User, utcnow
 import importlib.util
 
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
@@ -77,13 +78,15 @@ def check_against_model(body: MethodJobCreate) -> None:
             )
 
 
-def create_job(session: Session, body: MethodJobCreate) -> Job:
+def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     check_combination(body)
-    if session.get(Dataset, body.dataset) is None:
+    dataset = session.get(Dataset, body.dataset)
+    if dataset is None or not can_see(owner, dataset.owner_id):
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
     check_against_model(body)
     config = body.model_dump(mode="json")
     job = Job(
+        owner_id=owner.id,
         name=body.name or f"{body.method} on {body.model}",
         model=body.model,
         dataset_id=body.dataset,
@@ -102,10 +105,10 @@ def create_job(session: Session, body: MethodJobCreate) -> Job:
 
 
 def list_jobs(
-    session: Session, *, status: str | None = None, method: str | None = None,
+    session: Session, user: User, *, status: str | None = None, method: str | None = None,
     search: str | None = None, offset: int = 0, limit: int = 50,
 ) -> tuple[list[Job], int]:
-    conditions = []
+    conditions = [] if user.is_admin else [Job.owner_id == user.id]
     if status:
         conditions.append(Job.status == status)
     if method:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import JobDep, SessionDep
+from app.api.deps import CurrentUser, JobDep, SessionDep
 from app.api.routes.events import SSE_HEADERS, resume_point
 from app.catalog.models import list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
@@ -42,11 +42,11 @@ def _options_context(method: str, values: dict[str, str] | None = None,
     }
 
 
-def _form_context(session: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         **_options_context((values or {}).get("method", "lora"), values, errors),
         "models": list_models(),
-        "datasets": list_datasets(session),
+        "datasets": list_datasets(session, user),
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
         "available_methods": AVAILABLE_METHODS,
@@ -60,12 +60,12 @@ def index() -> RedirectResponse:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(
-    request: Request, session: SessionDep, status: str | None = None, method: str | None = None,
+    request: Request, session: SessionDep, user: CurrentUser, status: str | None = None, method: str | None = None,
     q: str | None = None, page: int = 1, hx_request: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
     page = max(page, 1)
     status = status if status in JOB_STATUSES else None
-    jobs, count = list_jobs(session, status=status, method=method or None, search=q or None, offset=(page - 1) * 50, limit=50)
+    jobs, count = list_jobs(session, user, status=status, method=method or None, search=q or None, offset=(page - 1) * 50, limit=50)
     context = {"jobs": jobs, "count": count, "page": page, "status": status, "method": method, "q": q or "",
                "statuses": JOB_STATUSES, "methods": METHODS, "pages": max((count + 49) // 50, 1)}
     name = "partials/jobs_table.html" if hx_request else "jobs_list.html"
@@ -75,8 +75,8 @@ def jobs_page(
 
 
 @router.get("/jobs/new", response_class=HTMLResponse)
-def new_job_page(request: Request, session: SessionDep) -> HTMLResponse:
-    return templates.TemplateResponse(request, "job_new.html", _form_context(session))
+def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
+    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user))
 
 
 @router.get("/jobs/new/options", response_class=HTMLResponse)
@@ -86,22 +86,22 @@ def method_options(request: Request, method: str = "lora") -> HTMLResponse:
 
 
 @router.post("/jobs", response_class=HTMLResponse)
-async def submit_job(request: Request, session: SessionDep) -> Response:
+async def submit_job(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     form = {k: str(v) for k, v in (await request.form()).items()}
     try:
         body = JOB_BODY.validate_python(body_from_form(form))
-        job = await run_in_threadpool(create_job, session, body)
+        job = await run_in_threadpool(create_job, session, body, user)
     except ValidationError as exc:
         errors = validation_messages(exc)
     except FieldError as exc:
         errors = {field_for(exc.loc): exc.message}
     else:
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
-    return templates.TemplateResponse(request, "job_new.html", _form_context(session, form, errors), status_code=422)
+    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user, form, errors), status_code=422)
 
 
 @router.post("/datasets/upload", response_class=HTMLResponse)
-async def upload_dataset_fragment(request: Request, session: SessionDep, file: UploadFile) -> HTMLResponse:
+async def upload_dataset_fragment(request: Request, session: SessionDep, user: CurrentUser, file: UploadFile) -> HTMLResponse:
     kind = kind_of(file.filename, file.content_type)
     errors: list[dict[str, Any]] = []
     selected = None
@@ -109,11 +109,11 @@ async def upload_dataset_fragment(request: Request, session: SessionDep, file: U
         errors = [{"line": 0, "error": "upload a .jsonl or .csv file"}]
     else:
         try:
-            dataset = await run_in_threadpool(create_dataset, session, file.file, kind, safe_display_name(file.filename))
+            dataset = await run_in_threadpool(create_dataset, session, file.file, kind, safe_display_name(file.filename), None, user.id)
             selected = dataset.id
         except DatasetRejected as exc:
             errors = exc.errors
-    context = {"datasets": list_datasets(session), "selected": selected, "uploaded": selected is not None,
+    context = {"datasets": list_datasets(session, user), "selected": selected, "uploaded": selected is not None,
                "upload_errors": errors}
     # 200 even when rejected: htmx swaps only successful responses, and the errors are the content.
     return templates.TemplateResponse(request, "partials/dataset_select.html", context)

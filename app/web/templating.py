@@ -6,6 +6,8 @@ from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
+from app.auth.csrf import csrf_token
+
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -40,6 +42,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
+templates.env.globals["csrf_token"] = csrf_token
 templates.env.filters["bytes"] = human_bytes
 templates.env.filters["when"] = human_time
 templates.env.globals["duration"] = duration

@@ -26,6 +26,8 @@ from worker.methods.full import save  # noqa: F401 - the same model folder as `f
 from worker.methods.lora import resolve_targets
 from worker.methods.optimizers import galore_adamw
 
+OPTIMIZER_NAME = "galore_adamw"  # what the job log names (the Trainer's name for the same optimiser)
+
 
 def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
     """Every parameter trains; the low-rank part is the optimiser's."""

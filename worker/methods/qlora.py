@@ -58,12 +58,32 @@ def load_quantized(model_path: str, method_config: Mapping[str, Any]) -> PreTrai
         import bitsandbytes  # noqa: F401 - fail with a clear message, not deep inside transformers
     except ImportError as exc:
         raise RuntimeError(f"QLoRA needs bitsandbytes, which does not import here: {exc}") from exc
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         model_path,
         quantization_config=quantization_config(method_config),
         dtype=torch.float32,
         device_map={"": device},
     )
+    return without_cpu_packed_inference(model)
+
+
+def without_cpu_packed_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep bitsandbytes' 4-bit layers off their AVX512-BF16 CPU inference format.
+
+    On a CPU with AVX512-BF16, a `Linear4bit` in eval mode without gradients
+    repacks its weight for a CPU inference kernel the first time it runs.
+    That repacking asserts that out_features is a multiple of 32, which
+    fails on models that are not (the demo model's MLP has 688 outputs:
+    "N must be divisible by block_n"), and it computes with another kernel
+    than training does. Turning it off keeps inference on bitsandbytes'
+    ordinary 4-bit matmul, on every CPU and for every shape, so the probe the
+    trainer reports and a later load (`tunedeck generate`) compute alike.
+    No effect on CUDA.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:

@@ -72,20 +72,25 @@ def summary(
     tokens_per_second: float,
     steps: int,
     artifact_dir: str,
+    merged_dir: str | None = None,
+    probe: dict[str, Any] | None = None,
 ) -> None:
-    emit(
-        "summary",
-        {
-            "trainable_params": trainable_params,
-            "total_params": total_params,
-            "trainable_percent": 100.0 * trainable_params / max(total_params, 1),
-            "peak_memory_bytes": peak_memory_bytes,
-            "final_loss": final_loss,
-            "tokens_per_second": tokens_per_second,
-            "steps": steps,
-            "artifact_dir": artifact_dir,
-        },
-    )
+    """The run's result. `merged_dir` is the merged model folder (None if the method has none);
+    `probe` is {"prompt", "next_token_logits"} of the trained model, for checking a download."""
+    data: dict[str, Any] = {
+        "trainable_params": trainable_params,
+        "total_params": total_params,
+        "trainable_percent": 100.0 * trainable_params / max(total_params, 1),
+        "peak_memory_bytes": peak_memory_bytes,
+        "final_loss": final_loss,
+        "tokens_per_second": tokens_per_second,
+        "steps": steps,
+        "artifact_dir": artifact_dir,
+        "merged_dir": merged_dir,
+    }
+    if probe is not None:
+        data["probe"] = probe
+    emit("summary", data)
 
 
 def error(message: str, type_name: str) -> None:

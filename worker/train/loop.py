@@ -9,10 +9,12 @@ not of each micro-batch, and so every method is measured the same way.
 
 At the end the trained model, in eval mode, scores a fixed probe prompt; the
 summary carries its next-token logits so that anyone can check a download
-against what training ended with.
+against what training ended with. Methods with a merged download (LoRA, DoRA,
+QLoRA) then write it to the spec's `merged_dir`.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -20,15 +22,16 @@ import resource
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from worker.methods import Method, get_method, optimizer_name
+from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import make_optimizer
 from worker.train import events
 from worker.train.data import IGNORE_INDEX, Batch, BatchStream, load_examples
@@ -82,9 +85,17 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def parameter_count(param: torch.Tensor) -> int:
+    """Elements of a weight as the model uses it: a bitsandbytes 4-bit weight stores two per
+    byte (and its numel counts bytes), so count the shape it dequantises to."""
+    quant_state = getattr(param, "quant_state", None)
+    shape = getattr(quant_state, "shape", None)
+    return math.prod(shape) if shape is not None else param.numel()
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    return trainable, sum(parameter_count(p) for p in model.parameters())
 
 
 def summed_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
@@ -132,27 +143,17 @@ def _seal_tree(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def save_artifact(
-    method: Method,
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    spec: TrainSpec,
-    record: dict[str, object],
-) -> Path:
-    """Write into a temp sibling, fsync, then rename: a download never sees half an adapter.
+def write_folder_atomically(out: Path, fill: Callable[[Path], None]) -> Path:
+    """`fill` a temp sibling of `out`, fsync, then rename: a download never sees half a folder.
 
-    A previous attempt's finished artifact is swapped out, not deleted first,
-    so there is always one complete folder at `output_dir` or none.
+    A previous attempt's finished folder is swapped out, not deleted first,
+    so there is always one complete folder at `out` or none.
     """
-    out = spec.output_dir
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        method.save(model, tmp, spec.model_path)
-        tokenizer.save_pretrained(str(tmp))
-        # The resolved config travels with the weights (nanoGPT does the same).
-        (tmp / "tunedeck_training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        fill(tmp)
         _seal_tree(tmp)
         if out.exists():
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
@@ -166,6 +167,43 @@ def save_artifact(
     return out
 
 
+def save_artifact(
+    method: Method,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: TrainSpec,
+    record: dict[str, object],
+) -> Path:
+    """The method's artifact, the tokenizer and the training record, written atomically to `output_dir`."""
+
+    def fill(tmp: Path) -> None:
+        method.save(model, tmp, spec.model_path)
+        tokenizer.save_pretrained(str(tmp))
+        # The resolved config travels with the weights (nanoGPT does the same).
+        (tmp / "tunedeck_training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    return write_folder_atomically(spec.output_dir, fill)
+
+
+def save_merged(method: Method, artifact: Path, spec: TrainSpec) -> Path | None:
+    """The merged model folder, for methods that have one and specs that ask for it.
+
+    A failed merge is reported and leaves no merged folder, but does not fail
+    the job: the adapter, the main download, is already saved.
+    """
+    merge = getattr(method, "merge", None)
+    if merge is None or spec.merged_dir is None:
+        return None
+    started = time.perf_counter()
+    try:
+        merged = merge(artifact, spec.model_path, spec.merged_dir)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        events.log(f"Merged model not written: {type(exc).__name__}: {exc}")
+        return None
+    events.log(f"Saved merged model to {merged} ({time.perf_counter() - started:.1f} s)")
+    return Path(merged)
+
+
 def train(spec: TrainSpec) -> Path:
     """Run one job from its spec, emitting events; return the artifact folder."""
     hp = spec.config.hyperparameters
@@ -176,14 +214,18 @@ def train(spec: TrainSpec) -> Path:
 
     events.log(f"Loading model from {spec.model_path} on {device.type}")
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
-    if hp.gradient_checkpointing:
+    method = get_method(spec.config.method)
+    model = load_base(method, spec.model_path, hp, spec.config.method_config)
+    if hp.gradient_checkpointing and not model.is_activation_checkpointing:
         # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias).
         # Non-reentrant checkpointing lets gradients reach adapters behind frozen embeddings.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    method = get_method(spec.config.method)
-    model = method.build(model, spec.config.method_config).to(device)
+    # A quantised base is placed on its device at load (bitsandbytes) and must not be moved.
+    placed = getattr(model, "hf_quantizer", None) is not None
+    model = method.build(model, spec.config.method_config)
+    if not placed:
+        model = model.to(device)
     trainable, total_params = count_parameters(model)
     events.log(
         f"Method {spec.config.method}: trainable parameters {trainable:,} of {total_params:,} "
@@ -200,8 +242,13 @@ def train(spec: TrainSpec) -> Path:
     )
     stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
     batches = iter(stream)
-    optimizer_choice = optimizer_name(spec.config.method_config)
-    optimizer = make_optimizer(model, optimizer_choice, hp.learning_rate, hp.weight_decay)
+    own_optimizer = getattr(method, "make_optimizer", None)
+    if own_optimizer is not None:
+        optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
+        optimizer_choice = str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
+    else:
+        optimizer_choice = optimizer_name(spec.config.method_config)
+        optimizer = make_optimizer(model, optimizer_choice, hp.learning_rate, hp.weight_decay)
     events.log(f"Optimizer: {optimizer_choice}")
     trainable_params = [p for p in model.parameters() if p.requires_grad]
 
@@ -258,19 +305,22 @@ def train(spec: TrainSpec) -> Path:
     probe = {"prompt": PROBE_PROMPT, "next_token_logits": probe_logits(model, tokenizer, device)}
     artifact = save_artifact(method, model, tokenizer, spec, record)
     events.log(f"Saved {spec.config.method} artifact to {artifact}")
-    # events.summary's fields plus the probe, emitted here until events.summary takes a probe.
-    events.emit(
-        "summary",
-        {
-            "trainable_params": trainable,
-            "total_params": total_params,
-            "trainable_percent": 100.0 * trainable / max(total_params, 1),
-            "peak_memory_bytes": peak_memory_bytes(device),
-            "final_loss": loss_value,
-            "tokens_per_second": run_tokens / max(run_seconds, 1e-9),
-            "steps": total_steps,
-            "artifact_dir": str(artifact),
-            "probe": probe,
-        },
+    peak = peak_memory_bytes(device)  # of training, before a merge reloads the base
+    # The merge reloads the base from disk: free the trained copy and its optimiser state first.
+    del model, optimizer, trainable_params
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    merged = save_merged(method, artifact, spec)
+    events.summary(
+        trainable_params=trainable,
+        total_params=total_params,
+        peak_memory_bytes=peak,
+        final_loss=loss_value,
+        tokens_per_second=run_tokens / max(run_seconds, 1e-9),
+        steps=total_steps,
+        artifact_dir=str(artifact),
+        merged_dir=str(merged) if merged is not None else None,
+        probe=probe,
     )
     return artifact

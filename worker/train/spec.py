@@ -64,6 +64,8 @@ class TrainSpec(BaseModel):
     model_path: str
     dataset_path: Path
     output_dir: Path
+    # Where the merged model goes for methods that have one (LoRA, DoRA, QLoRA); none if unset.
+    merged_dir: Path | None = None
     config: JobConfig
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SessionDep
+from app.api.deps import CurrentUser, SessionDep
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.schemas.datasets import DatasetPublic, DatasetsPublic
 from app.settings import get_settings
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
-async def upload_dataset(file: UploadFile, session: SessionDep) -> DatasetPublic:
+async def upload_dataset(file: UploadFile, session: SessionDep, user: CurrentUser) -> DatasetPublic:
     """Validate a JSONL or CSV file line by line and store it; a bad file stores nothing."""
     kind = kind_of(file.filename, file.content_type)
     if kind is None:
@@ -23,7 +23,7 @@ async def upload_dataset(file: UploadFile, session: SessionDep) -> DatasetPublic
         raise HTTPException(413, detail=f"file is larger than the {get_settings().max_upload_mb} MB limit")
     try:
         dataset = await run_in_threadpool(
-            create_dataset, session, file.file, kind, safe_display_name(file.filename)
+            create_dataset, session, file.file, kind, safe_display_name(file.filename), None, user.id
         )
     except DatasetRejected as exc:
         raise HTTPException(422, detail=exc.errors) from exc
@@ -31,7 +31,7 @@ async def upload_dataset(file: UploadFile, session: SessionDep) -> DatasetPublic
 
 
 @router.get("", response_model=DatasetsPublic)
-def get_datasets(session: SessionDep) -> DatasetsPublic:
+def get_datasets(session: SessionDep, user: CurrentUser) -> DatasetsPublic:
     """Every stored dataset, newest first."""
-    rows = list_datasets(session)
+    rows = list_datasets(session, user)
     return DatasetsPublic(data=[DatasetPublic.model_validate(r, from_attributes=True) for r in rows], count=len(rows))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import JobDep, SessionDep
+from app.api.deps import CurrentUser, JobDep, SessionDep
 from app.api.errors import field_error
 from app.jobs.artifacts import artifact_zip
 from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, retry_job, to_public
@@ -18,10 +18,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
-def post_job(body: Annotated[JobCreate, Body()], session: SessionDep) -> JobPublic:
+def post_job(body: Annotated[JobCreate, Body()], session: SessionDep, user: CurrentUser) -> JobPublic:
     """Validate the config against the model and dataset, store the job as `queued`, enqueue it."""
     try:
-        job = create_job(session, body)
+        job = create_job(session, body, user)
     except FieldError as exc:
         raise field_error(exc) from exc
     return to_public(job)
@@ -30,6 +30,7 @@ def post_job(body: Annotated[JobCreate, Body()], session: SessionDep) -> JobPubl
 @router.get("", response_model=JobsPublic)
 def get_jobs(
     session: SessionDep,
+    user: CurrentUser,
     status_: Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$")] = None,
     method: Annotated[str | None, Query(max_length=32)] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
@@ -37,7 +38,7 @@ def get_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobsPublic:
     """Jobs, newest first, filtered by status, method and name."""
-    jobs, count = list_jobs(session, status=status_, method=method, search=q, offset=offset, limit=limit)
+    jobs, count = list_jobs(session, user, status=status_, method=method, search=q, offset=offset, limit=limit)
     return JobsPublic(data=[to_public(j) for j in jobs], count=count)
 
 

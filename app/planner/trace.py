@@ -1,0 +1,196 @@
+"""The traced estimator: one real training step of the real code, on fake tensors.
+
+Why: the closed form in `app.planner.memory` encodes what transformers, peft
+and the optimisers allocate today; this runs them. The model is built on the
+`meta` device, its method applied with the worker's own builders, its weights
+swapped for fake tensors; then a forward, the loss the worker computes, a
+backward and `optimizer.step()` run under `FakeTensorMode`, with
+`LiveBytes` counting live storage and `FlopCounterMode` counting FLOPs. No
+weights are loaded, nothing is computed, no GPU is needed.
+
+What is made to look like a GPU run: AdamW and SGD use their `foreach`
+implementations (the CUDA default, whose `step()` allocates one temporary per
+state), dropout uses the fused `native_dropout` (a 1-byte mask, not the CPU
+fallback's full-size float noise), attention goes through SDPA (flash-like:
+O(s) memory). The optimiser's states are created by a warm-up step first,
+since from the second step on they are alive through the forward pass; with
+gradient accumulation the gradients are too. bitsandbytes' paged states live
+in managed memory: counted apart ("paged"), not in the device peak.
+
+Imports torch: call it from the worker (the `planning` queue), never from the
+web process.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop, sdpa_flop
+
+from app.planner.architecture import Architecture
+from app.planner.setup import TrainingSetup
+from app.planner.trace_memory import LiveBytes
+from app.planner.trace_model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
+
+PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only tensors of at least 1e5 elements
+SGD_MOMENTUM = 0.9  # as worker.methods.optimizers
+
+# FlopCounterMode knows the CUDA SDPA kernels, not the CPU flash kernel we trace with.
+for _op, _formula in (
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, sdpa_flop),
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, sdpa_backward_flop),
+):
+    with contextlib.suppress(ValueError, RuntimeError):  # already registered (module reloaded)
+        register_flop_formula(_op, get_raw=True)(_formula)  # the formulas are already shape-wrapped
+
+
+@dataclass
+class TraceResult:
+    """The tensor peak of one traced step and what it was made of."""
+
+    peak_bytes: int
+    breakdown: dict[str, int]
+    peak_phase: str
+    phase_peaks: dict[str, int]
+    flops_per_micro_batch: int
+    trainable_params: int
+    total_params: int
+    paged_bytes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _fused_dropout() -> Iterator[None]:
+    """Route `F.dropout` to `native_dropout`, as CUDA does (bool mask, not float noise)."""
+    original = F.dropout
+
+    def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+        if not training or p == 0.0:
+            return input
+        return torch.native_dropout(input, p, True)[0]
+
+    F.dropout = dropout  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        F.dropout = original  # type: ignore[assignment]
+
+
+def _param_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """The worker's two groups: >= 2-D weights with decay, the rest without (foreach runs per group)."""
+    groups = [{"params": [p for p in params if p.dim() >= 2]}, {"params": [p for p in params if p.dim() < 2]}]
+    return [g for g in groups if g["params"]]
+
+
+def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    name = setup.optimizer
+    if setup.method == "galore":
+        import galore_torch
+
+        groups = galore_param_groups(model, setup)
+        if name in {"adamw_8bit", "paged_adamw_8bit"}:
+            return galore_torch.GaLoreAdamW8bit(groups, lr=1e-4)
+        if name == "adafactor":
+            return galore_torch.GaLoreAdafactor(groups, lr=1e-4, scale_parameter=False, relative_step=False)
+        return galore_torch.GaLoreAdamW(groups, lr=1e-4, no_deprecation_warning=True)
+    groups = _param_groups(params)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=1e-4, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=1e-4, momentum=SGD_MOMENTUM, foreach=True)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=1e-4, scale_parameter=False, relative_step=False, warmup_init=False)
+    import bitsandbytes as bnb  # paged or not, the same states; paging is accounted below
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():  # its quantisation maps are built from real numbers
+        return bnb.optim.AdamW8bit(groups, lr=1e-4)
+
+
+def _warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], live: LiveBytes, setup: TrainingSetup) -> None:
+    """Create the optimiser's states as after the first step, and the gradients that persist."""
+    live.category = "gradients"
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    live.category = "optimizer"
+    opt.step()
+    for p, state in opt.state.items():
+        if setup.optimizer == "paged_adamw_8bit" and p.numel() >= PAGED_MIN_NUMEL:
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.numel() > 1:
+                    live.move(value, "paged")
+        if setup.method == "galore" and "projector" in state:
+            state["step"] = int(setup.options_dict["update_proj_gap"])  # trace a step that recomputes the SVD
+    opt.zero_grad(set_to_none=setup.gradient_accumulation == 1)
+
+
+def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
+    """Trace one micro-batch's forward and backward and one optimiser step; return the tensor peak."""
+    started = time.perf_counter()
+    dtype = DTYPES[setup.precision]
+    model = apply_method(build_meta_model(arch, dtype), arch, setup, dtype)
+    model.train()
+    live = LiveBytes()
+    notes: list[str] = []
+    if setup.method == "qlora":
+        notes.append("traced: 4-bit base layers emulated (packed NF4 weights, transient dequantised weight)")
+    autocast = setup.precision == "mixed" or (
+        setup.method == "qlora" and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"}
+    )
+    s, b = setup.seq_len, setup.batch_size
+    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout():
+        fakeify(model, live.move)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = _optimizer(model, setup, params)
+        _warm_up(opt, params, live, setup)
+        for p in params:
+            p.register_post_accumulate_grad_hook(lambda q: live.move(q.grad, "gradients"))
+        head = model.get_output_embeddings()
+
+        def enter_head(_module: Any, args: tuple[Any, ...]) -> None:
+            live.category = "logits"
+            if args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+                args[0].register_hook(lambda g: setattr(live, "category", "activations"))
+
+        handle = head.register_forward_pre_hook(enter_head)
+        live.reset_peak()
+        with FlopCounterMode(display=False) as flops:
+            live.phase, live.category = "forward", "activations"
+            ids = torch.randint(0, arch.vocab_size, (b, s))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(input_ids=ids).logits
+                logits = logits[:, logits.shape[1] - s:]  # prompt tuning's virtual positions come first
+                loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
+            del logits
+            live.phase, live.category = "backward", "logits"
+            loss.backward()
+            del loss
+        handle.remove()
+        live.phase, live.category = "optimizer", "optimizer"
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    if setup.method == "qlora":
+        total = arch_total_params(arch)
+    return TraceResult(
+        peak_bytes=live.peak, breakdown=dict(live.peak_breakdown), peak_phase=live.peak_phase,
+        phase_peaks=dict(live.phase_peaks), flops_per_micro_batch=int(flops.get_total_flops()),
+        trainable_params=sum(p.numel() for p in params), total_params=total,
+        paged_bytes=live.by_category.get("paged", 0), seconds=time.perf_counter() - started, notes=notes,
+    )
+
+
+def arch_total_params(arch: Architecture) -> int:
+    from app.planner.params import count_params
+
+    return count_params(arch).total

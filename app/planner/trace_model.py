@@ -1,0 +1,199 @@
+"""Build the model a job would train, on the `meta` device, with its method applied.
+
+Why meta and then fake: a 70B model cannot be materialised on this machine,
+and the step we trace only needs shapes, dtypes and which tensors require a
+gradient. peft, our bottleneck adapters and GaLore's parameter groups all work
+on a meta model; the parameters are then swapped for fake tensors (assigning
+into `_parameters`, since `.to()` cannot move a fake model), keeping tied
+weights tied: one tensor, counted once.
+
+Methods reuse the worker's own builders where the worker has them (full,
+freeze, lora, dora, prefix, prompt), so the trace measures the code a job
+runs. QLoRA's 4-bit base is emulated by `Fake4bitLinear` (bitsandbytes'
+`Linear4bit` cannot be built on meta): a packed weight of the NF4 size and a
+matmul that dequantizes into a transient weight on the forward and again on
+the backward, which is what `MatMul4Bit` does; nothing else is saved.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from app.planner.architecture import Architecture
+from app.planner.setup import TrainingSetup
+
+DTYPES = {"bf16": torch.bfloat16, "mixed": torch.float32, "fp32": torch.float32}
+COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def build_meta_model(arch: Architecture, dtype: torch.dtype) -> nn.Module:
+    """`AutoModelForCausalLM.from_config` on meta, attention through SDPA (flash-like memory)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**arch.hf_config())
+    config.use_cache = False
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    # Gemma-2 refuses SDPA (no softcapping); on a GPU it trains with flash-attention 2,
+    # whose memory is SDPA's. Set on the config the attention modules read at call time.
+    model.config._attn_implementation = "sdpa"
+    return model
+
+
+class _Fake4bitMatmul(torch.autograd.Function):
+    """Memory behaviour of bitsandbytes' `MatMul4Bit`: dequantize, multiply, save nothing."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+        ctx.shape = (out_features, x.shape[-1])
+        ctx.dtype = x.dtype
+        weight = torch.empty(ctx.shape, dtype=x.dtype, device=x.device)
+        return nn.functional.linear(x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        weight = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device)
+        return grad @ weight, None, None
+
+
+class Fake4bitLinear(nn.Module):
+    """A frozen linear layer stored as NF4 (+ double-quantised constants), computing in `compute_dtype`."""
+
+    def __init__(self, in_features: int, out_features: int, packed_bytes: int, compute_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype = compute_dtype
+        self.weight = nn.Parameter(torch.empty(packed_bytes, dtype=torch.uint8, device="meta"), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp_dtype = x.dtype
+        out = _Fake4bitMatmul.apply(x.to(self.compute_dtype), self.weight, self.out_features)
+        return out.to(inp_dtype)
+
+
+def _quantize_base(model: nn.Module, setup: TrainingSetup, bytes_per_param: float) -> None:
+    """Swap every LoRA-wrapped base Linear (and every other decoder Linear) for `Fake4bitLinear`."""
+    compute = COMPUTE_DTYPES[setup.options_dict.get("compute_dtype", "float32")]
+    head = model.get_output_embeddings()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and child is not head and child.weight.dtype.is_floating_point:
+                if child.weight.requires_grad:
+                    continue  # a LoRA A/B matrix
+                packed = int(round(child.in_features * child.out_features * bytes_per_param))
+                setattr(parent, name, Fake4bitLinear(child.in_features, child.out_features, packed, compute))
+
+
+class BottleneckAdapter(nn.Module):
+    """AdapterHub's bottleneck: down-project, non-linearity, up-project, residual."""
+
+    def __init__(self, hidden: int, bottleneck: int, activation: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.down = nn.Linear(hidden, bottleneck, dtype=dtype)
+        self.up = nn.Linear(bottleneck, hidden, dtype=dtype)
+        self.act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "silu": nn.SiLU(), "tanh": nn.Tanh()}[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.act(self.down(x)))
+
+
+class _WithAdapter(nn.Module):
+    """Run `inner`, then an adapter on its output (the first element when it returns a tuple)."""
+
+    def __init__(self, inner: nn.Module, adapter: BottleneckAdapter) -> None:
+        super().__init__()
+        self.inner, self.adapter = inner, adapter
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (self.adapter(out[0]), *out[1:])
+        return self.adapter(out)
+
+
+def _add_adapters(model: nn.Module, arch: Architecture, options: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+    model.requires_grad_(False)
+    bottleneck = max(1, arch.hidden_size // int(options["reduction_factor"]))
+    for layer in model.get_decoder().layers:
+        with torch.device("meta"):
+            layer.mlp = _WithAdapter(layer.mlp, BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype))
+            if options["config"] == "houlsby":
+                layer.self_attn = _WithAdapter(
+                    layer.self_attn, BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype)
+                )
+    return model
+
+
+def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dtype: torch.dtype) -> nn.Module:
+    """Make `model` what the job trains: frozen parts frozen, adapters in place."""
+    options = setup.options_dict
+    if setup.gradient_checkpointing and setup.method != "prefix":
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    method = setup.method
+    if method in {"full", "galore"}:
+        return model
+    if method == "adapters":
+        return _add_adapters(model, arch, options, dtype)
+    if method == "qlora":
+        from app.planner.params import nf4_bytes_per_param
+
+        for param in model.parameters():
+            param.requires_grad_(False)
+            if param.dtype in (torch.bfloat16, torch.float16):  # prepare_model_for_kbit_training's fp32 casts
+                param.data = torch.empty_like(param, dtype=torch.float32, device="meta")
+        from worker.methods import lora
+
+        model = lora.build(model, options)
+        _quantize_base(model, setup, nf4_bytes_per_param(options.get("quant_type", "nf4"), options.get("double_quant", True)))
+        return model
+    from worker.methods import get_method
+
+    if method == "prompt":
+        options = {**options, "init": "random", "init_text": None}  # same memory; no tokenizer needed
+    return get_method(method).build(model, options)
+
+
+def galore_param_groups(model: nn.Module, setup: TrainingSetup) -> list[dict[str, Any]]:
+    """GaLore's parameter groups: projected target matrices, plain AdamW for the rest."""
+    targets = setup.galore_targets
+    projected, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        module_name = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name
+        if param.dim() == 2 and module_name in targets:
+            projected.append(param)
+        else:
+            plain.append(param)
+    options = setup.options_dict
+    groups: list[dict[str, Any]] = [{"params": plain}]
+    if projected:
+        groups.append({
+            "params": projected, "rank": int(options["rank"]), "update_proj_gap": int(options["update_proj_gap"]),
+            "scale": float(options["scale"]), "proj_type": "std",
+        })
+    return [g for g in groups if g["params"]]
+
+
+def fakeify(model: nn.Module, move: Any) -> None:
+    """Replace every parameter and buffer with a fake CPU tensor (call inside FakeTensorMode).
+
+    The memo keeps tied weights tied. `move(tensor, category)` files each new
+    storage as trainable or frozen weights.
+    """
+    memo: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None:
+                continue
+            fake = memo.get(id(param))
+            if fake is None:
+                fake = nn.Parameter(torch.empty(param.shape, dtype=param.dtype), requires_grad=param.requires_grad)
+                memo[id(param)] = fake
+                move(fake, "trainable_weights" if param.requires_grad else "weights")
+            module._parameters[name] = fake
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype)

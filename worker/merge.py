@@ -1,0 +1,74 @@
+"""Merged downloads: a LoRA-family adapter folded into its base, as a plain model folder.
+
+For LoRA, DoRA and QLoRA the job offers, beside the PEFT folder, a model
+folder that `AutoModelForCausalLM.from_pretrained` loads with no peft at all:
+the base reloaded in float32, the saved adapter loaded onto it with
+`PeftModel.from_pretrained`, then `merge_and_unload()` (W + scale·B·A per
+target; DoRA's magnitude/direction update folded in too).
+
+QLoRA is merged the same way, into the float32 base rather than into its
+4-bit form: peft's merge on a 4-bit layer would re-quantise the sum, and a
+plain folder is what users deploy. The merged model therefore equals
+"float32 base + adapter" (what `PeftModel.from_pretrained` gives on the
+unquantised base), not the 4-bit training-time model; the two differ by the
+base's quantisation error.
+
+The merged weights are saved in the dtype the base declares in its config
+(float32 if it declares none), with the tokenizer and generation config.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+RECORD_NAME = "tunedeck_training.json"
+
+
+def _declared_dtype(base_model_path: str) -> torch.dtype:
+    config = AutoConfig.from_pretrained(base_model_path)
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(declared, torch.dtype):
+        return declared
+    return FLOAT_DTYPES.get(str(declared), torch.float32)
+
+
+def merged_model(adapter_dir: Path, base_model_path: str) -> PreTrainedModel:
+    """The float32 base with the PEFT adapter in `adapter_dir` merged into its weights (in memory)."""
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; not the user's concern.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
+    merged = peft_model.merge_and_unload()
+    if not isinstance(merged, PreTrainedModel):
+        raise TypeError(f"merge_and_unload gave a {type(merged).__name__}, not a transformers model")
+    return merged.eval()
+
+
+def merge_into(adapter_dir: Path, base_model_path: str, out_dir: Path) -> None:
+    """Write the merged model folder (weights, config, generation config, tokenizer) into `out_dir`."""
+    merged = merged_model(adapter_dir, base_model_path)
+    dtype = _declared_dtype(base_model_path)
+    if dtype != torch.float32:
+        merged = merged.to(dtype)
+    merged.config.use_cache = True  # training may have turned it off; a download is for inference
+    merged.save_pretrained(str(out_dir))
+    tokenizer_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else Path(base_model_path)
+    AutoTokenizer.from_pretrained(str(tokenizer_src)).save_pretrained(str(out_dir))
+    if (adapter_dir / RECORD_NAME).is_file():
+        shutil.copyfile(adapter_dir / RECORD_NAME, out_dir / RECORD_NAME)
+
+
+def merge_to_folder(adapter_dir: Path, base_model_path: str, merged_dir: Path) -> Path:
+    """`merge_into` a temp sibling of `merged_dir`, then rename it into place (as artifacts are written)."""
+    from worker.train.loop import write_folder_atomically
+
+    adapter_dir = Path(adapter_dir)
+    return write_folder_atomically(Path(merged_dir), lambda tmp: merge_into(adapter_dir, base_model_path, tmp))
