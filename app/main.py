@@ -29,6 +29,7 @@ from app.bootstrap import ensure_demo_dataset
 from app.db import get_engine
 from app.schemas.methods import METHODS
 from app.settings import get_settings
+from app.upload_limit import UploadLimitMiddleware
 from app.web import account, pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,7 @@ def create_app() -> FastAPI:
     app.include_router(account.private, dependencies=guarded)
     app.include_router(pages.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(
         SessionMiddleware, secret_key=session_secret(), session_cookie="tunedeck_session",
         max_age=int(settings.session_hours * 3600), same_site="lax", https_only=settings.secure_cookies,

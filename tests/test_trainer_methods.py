@@ -52,6 +52,7 @@ QLORA_OPTIONS = {
 # update_proj_gap > STEPS: one projection (an SVD at the first step) serves the whole run,
 # so every update of a targeted weight lies in one rank-GALORE_RANK subspace.
 GALORE_RANK = 16
+RANK_RTOL = 1e-4
 GALORE_OPTIONS = {"rank": GALORE_RANK, "update_proj_gap": 200, "scale": 0.25, "target_modules": "all-linear"}
 
 
@@ -233,11 +234,16 @@ def test_galore_updates_targeted_weights_in_a_low_rank_subspace(
         def delta(name: str) -> torch.Tensor:
             return after.get_tensor(name).double() - before.get_tensor(name).double()
 
+        # Singular values below RANK_RTOL·σ_max are float32 rounding of the saved weights (~4e-6·σ_max
+        # here), not update directions; the smallest kept direction is ~0.2·σ_max.
+        def rank(update: torch.Tensor) -> int:
+            return int(torch.linalg.matrix_rank(update, rtol=RANK_RTOL).item())
+
         for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight"):
             update = delta(name)
             assert update.abs().max() > 0
-            assert torch.linalg.matrix_rank(update).item() <= GALORE_RANK, name
-        assert torch.linalg.matrix_rank(delta("lm_head.weight")).item() > GALORE_RANK
+            assert rank(update) == GALORE_RANK, name
+        assert rank(delta("lm_head.weight")) > GALORE_RANK  # not targeted: plain AdamW
 
 
 PROBE_SCRIPT = textwrap.dedent(
