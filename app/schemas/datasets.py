@@ -23,3 +23,17 @@ class DatasetsPublic(BaseModel):
 class LineError(BaseModel):
     line: int
     error: str
+
+
+class FieldIssue(BaseModel):
+    """FastAPI's own shape, for a request that is malformed before the file is read."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class UploadRejected(BaseModel):
+    """422 of an upload: one item per bad line (or per malformed request field)."""
+
+    detail: list[LineError | FieldIssue]

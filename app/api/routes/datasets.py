@@ -6,13 +6,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, SessionDep
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
-from app.schemas.datasets import DatasetPublic, DatasetsPublic
+from app.schemas.datasets import DatasetPublic, DatasetsPublic, UploadRejected
 from app.settings import get_settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
+             responses={422: {"model": UploadRejected, "description": "The file was not stored: what is wrong, by line"},
+                        413: {"description": "Larger than TUNEDECK_MAX_UPLOAD_MB"}})
 async def upload_dataset(file: UploadFile, session: SessionDep, user: CurrentUser) -> DatasetPublic:
     """Validate a JSONL or CSV file line by line and store it; a bad file stores nothing."""
     kind = kind_of(file.filename, file.content_type)
