@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import update
+from sqlmodel import Session
+
+from app.db import get_engine
+from app.models import Job, utcnow
+
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "tunedeck.run_job"
@@ -15,6 +21,9 @@ def enqueue_job(job_id: str, queue: str) -> bool:
     try:
         celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job queued in the database
-        log.warning("could not enqueue job %s: %s", job_id, exc)
+        log.warning("could not enqueue job %s: %s (the reconciler will send it)", job_id, exc)
         return False
+    with Session(get_engine()) as session:
+        session.exec(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))  # type: ignore[call-overload]
+        session.commit()
     return True

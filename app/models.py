@@ -73,6 +73,8 @@ class Job(SQLModel, table=True):
     attempt: int = 0
     worker: str | None = None
     cancel_requested: bool = False
+    lease_expires_at: datetime | None = Field(default=None, description="The running attempt's lease; past it, the worker is presumed dead")
+    enqueued_at: datetime | None = None
     resume: bool = Field(default=True, description="Continue from the last checkpoint when there is one")
     plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     event_seq: int = Field(default=0, description="Last event sequence number allocated")

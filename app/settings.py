@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     event_stream_maxlen: int = Field(10_000, description="Events kept per job in its Redis stream")
     cancel_grace_seconds: float = Field(10.0, description="Time a cancelled trainer gets before it is killed")
 
+    lease_seconds: float = Field(60.0, gt=0, description="A running job whose worker stops renewing this long is re-queued")
+    reconcile_seconds: float = Field(15.0, gt=0, description="How often workers look for lost jobs")
+    requeue_after_seconds: float = Field(600.0, gt=0, description="A queued job not picked up this long is enqueued again")
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job whose worker keeps dying fails")
     secret_key: str | None = Field(None, description="Signs session cookies; default: a random key kept in DATA_DIR/secret_key")
     session_hours: float = Field(12.0, gt=0, description="Hours a login session lasts")
     secure_cookies: bool = Field(False, description="Send the session cookie over HTTPS only (set behind TLS)")

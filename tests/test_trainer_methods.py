@@ -96,22 +96,56 @@ class MethodRun:
     case: Case
     run: Run
     artifact: Path
+    merged: Path  # the spec's merged_dir; only LoRA, DoRA and QLoRA write it
 
     def summary(self) -> dict[str, Any]:
         (summary,) = self.run.of("summary")
         return summary
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("assets")
+def shared_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo model and dataset, once per session (test_merge and test_generate_cli use them too)."""
+    root = tmp_path_factory.getbasetemp() / "shared-assets"
     dataset = root / "demo.jsonl"
-    write_demo_dataset(dataset)
+    if not dataset.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        write_demo_dataset(dataset)
     return ensure_demo_model(root / "models"), dataset
 
 
+_TRAINED: dict[str, MethodRun] = {}
+
+
+def trained(case_id: str, tmp_path_factory: pytest.TempPathFactory) -> MethodRun:
+    """Train CASES[case_id] once per session (with a merged_dir), whichever test module asks first.
+
+    The per-method runs are the slow part of these tests; test_merge and
+    test_generate_cli check the same runs' merged folders and downloads
+    rather than training their own.
+    """
+    if case_id not in _TRAINED:
+        case = CASES[case_id]
+        method = case.method or case_id
+        model, dataset = shared_assets(tmp_path_factory)
+        job_dir = tmp_path_factory.getbasetemp() / "method-runs" / case_id
+        spec = write_method_spec(
+            job_dir, model, dataset, method, case.method_config, learning_rate=case.learning_rate,
+            merged_dir=job_dir / "merged",
+        )
+        run = run_trainer(spec)
+        assert_succeeded(run)
+        _TRAINED[case_id] = MethodRun(method, case, run, job_dir / "artifact", job_dir / "merged")
+    return _TRAINED[case_id]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return shared_assets(tmp_path_factory)
+
+
 def write_method_spec(
-    job_dir: Path, model: Path, dataset: Path, method: str, method_config: dict[str, Any], **hyperparameters: Any
+    job_dir: Path, model: Path, dataset: Path, method: str, method_config: dict[str, Any],
+    merged_dir: Path | None = None, **hyperparameters: Any
 ) -> Path:
     job_dir.mkdir(parents=True, exist_ok=True)
     hp: dict[str, Any] = {
@@ -125,6 +159,7 @@ def write_method_spec(
         "model_path": str(model),
         "dataset_path": str(dataset),
         "output_dir": str(job_dir / "artifact"),
+        "merged_dir": str(merged_dir) if merged_dir is not None else None,
         "config": {
             "model": "demo", "dataset": "demo", "method": method, "hyperparameters": hp,
             "method_config": method_config,
@@ -140,19 +175,8 @@ def assert_succeeded(run: Run) -> None:
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def method_run(
-    request: pytest.FixtureRequest, assets: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> MethodRun:
-    case_id: str = request.param
-    case = CASES[case_id]
-    method = case.method or case_id
-    spec = write_method_spec(
-        tmp_path_factory.mktemp("jobs") / case_id, *assets, method, case.method_config,
-        learning_rate=case.learning_rate,
-    )
-    run = run_trainer(spec)
-    assert_succeeded(run)
-    return MethodRun(method, case, run, spec.parent / "artifact")
+def method_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MethodRun:
+    return trained(request.param, tmp_path_factory)
 
 
 @pytest.mark.integration
@@ -208,6 +232,8 @@ def test_trainable_params_are_what_the_artifact_holds(method_run: MethodRun, ass
     assert trainable == sum(changed.values())
     if method_run.method in ("full", "galore"):
         assert trainable == summary["total_params"]
+        if method_run.method == "galore":
+            _assert_galore_updates_are_low_rank(method_run, assets[0])
     else:  # freeze: the last 2 of 4 decoder layers, the final norm and the head
         assert {name.split(".")[2] for name in changed if name.startswith("model.layers.")} == {"2", "3"}
         assert {name for name in changed if not name.startswith("model.layers.")} == {
@@ -220,15 +246,10 @@ def _demo_parameter_count(model_dir: Path) -> int:
     return sum(math.prod(shape) for shape in shapes.values())
 
 
-@pytest.mark.integration
-def test_galore_updates_targeted_weights_in_a_low_rank_subspace(
-    method_run: MethodRun, assets: tuple[Path, Path]
-) -> None:
-    """GaLore really projected: a targeted weight moved by a rank <= `rank` matrix, the head by a full-rank one."""
-    if method_run.method != "galore":
-        pytest.skip("GaLore only")
+def _assert_galore_updates_are_low_rank(method_run: MethodRun, base: Path) -> None:
+    """GaLore really projected: a targeted weight moved by a rank-`rank` matrix, the head by a full-rank one."""
     assert any(log["message"] == "Optimizer: galore_adamw" for log in method_run.run.of("log"))
-    with safe_open(assets[0] / "model.safetensors", framework="pt") as before, safe_open(
+    with safe_open(base / "model.safetensors", framework="pt") as before, safe_open(
         method_run.artifact / "model.safetensors", framework="pt"
     ) as after:
         def delta(name: str) -> torch.Tensor:

@@ -28,7 +28,9 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_max_tasks_per_child=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A Redis restart must not stop training: the job row and its lease, not the
+        # broker connection, decide who runs a job (RELIABILITY.md §2.3).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         task_default_queue="cpu",

@@ -6,8 +6,8 @@ Accepts every download the job page offers, as a folder or as its zip:
   with a `peft_type`, loaded with `PeftModel.from_pretrained` onto its base.
   A QLoRA adapter goes onto the base quantised to 4 bits as in training (the
   settings are in the folder's `tunedeck_training.json`), so it continues the
-  prompt as the trained model did; with no record, or with `quantize=False`,
-  onto the float32 base;
+  prompt as the trained model did; with no record, without bitsandbytes, or
+  with `quantize=False`, onto the float32 base (as its merged download is);
 - a bottleneck-adapter folder (adapters): `adapter_config.json` with
   `"adapter_type": "bottleneck"` and no `peft_type`, loaded with our public
   loader `worker.bottleneck.load_bottleneck_adapter`;
@@ -19,7 +19,9 @@ Accepts every download the job page offers, as a folder or as its zip:
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECORD_NAME = "tunedeck_training.json"
+log = logging.getLogger(__name__)
+# bitsandbytes (imported by peft) logs at import that an optional CPU kernels package is
+# missing; it changes nothing here and would only confuse someone trying a download.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 class ArtifactError(ValueError):
@@ -70,20 +76,33 @@ def _tokenizer_dir(folder: Path, base_ref: str) -> Path | str:
     return folder if (folder / "tokenizer_config.json").is_file() else base_ref
 
 
+def _bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _load_peft(folder: Path, base_ref: str, quantize: bool) -> torch.nn.Module:
     from peft import PeftModel
 
     config = _training_record(folder).get("config") or {}
-    if quantize and config.get("method") == "qlora":
-        import logging
-
+    if quantize and config.get("method") == "qlora" and _bitsandbytes_available():
         from worker.methods.qlora import load_quantized
 
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its optional-kernel notice is noise here
         base_model = load_quantized(base_ref, config.get("method_config") or {})
     else:
+        if quantize and config.get("method") == "qlora":
+            log.warning(
+                "bitsandbytes is not available: loading the QLoRA adapter onto the float32 base, "
+                "whose outputs differ slightly from the 4-bit base it was trained on"
+            )
         base_model = AutoModelForCausalLM.from_pretrained(base_ref, dtype=torch.float32)
-    return PeftModel.from_pretrained(base_model, str(folder))
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; not the user's concern.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(base_model, str(folder))
 
 
 def load_artifact(

@@ -49,29 +49,40 @@ class EventRelay:
             self.flush()
         return seq
 
-    def finish(self, kind: str, data: dict[str, Any], job_values: dict[str, Any]) -> None:
-        """Store the terminal event together with the job's final state, then announce it."""
+    def finish(self, kind: str, data: dict[str, Any], job_values: dict[str, Any], attempt: int) -> None:
+        """Store the terminal event together with the job's final state, then announce it.
+
+        The job row is only updated while `attempt` still owns it.
+        """
         self._stop.set()
         self._flusher.join(timeout=5)
         with self._lock:
             self.seq += 1
             seq = self.seq
             self._pending.append((seq, kind, data))
-            self._flush_locked(job_values)
+            self._flush_locked(job_values, attempt)
         self._publish(seq, kind, data)
 
-    def flush(self, job_values: dict[str, Any] | None = None) -> None:
+    def close(self) -> None:
+        """Stop without storing what is pending: a superseded attempt's events would collide."""
+        self._stop.set()
+        self._flusher.join(timeout=5)
         with self._lock:
-            self._flush_locked(job_values)
+            self._pending = []
 
-    def _flush_locked(self, job_values: dict[str, Any] | None = None) -> None:
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self, job_values: dict[str, Any] | None = None, attempt: int | None = None) -> None:
         batch = self._pending
         if not batch and not job_values:
             return
         with Session(get_engine()) as session:
             store_batch(session, self.job_id, batch)
             if job_values:
-                session.exec(update(Job).where(Job.id == self.job_id).values(**job_values))  # type: ignore[call-overload]
+                fence = [Job.attempt == attempt] if attempt is not None else []
+                session.exec(update(Job).where(Job.id == self.job_id, *fence).values(**job_values))  # type: ignore[call-overload]
             session.commit()
         self._pending = []  # only once stored: a failed flush is retried with the same events
 

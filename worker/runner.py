@@ -21,6 +21,7 @@ from app.catalog.models import resolve_model_path
 from app.db import get_engine
 from app.models import Dataset, Job, utcnow
 from app.settings import get_settings
+from worker.lease import LeaseKeeper, lease_until
 from worker.relay import EventRelay
 from worker.supervisor import TrainerOutcome, run_trainer
 
@@ -32,7 +33,8 @@ def claim(job_id: str, worker: str) -> Job | None:
         result = session.exec(  # type: ignore[call-overload]
             update(Job)
             .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
-            .values(status="running", attempt=Job.attempt + 1, worker=worker, started_at=utcnow(), error=None)
+            .values(status="running", attempt=Job.attempt + 1, worker=worker, started_at=utcnow(), error=None,
+                    lease_expires_at=lease_until())
         )
         session.commit()
         if result.rowcount != 1:
@@ -94,18 +96,25 @@ def run_job(job_id: str, worker: str) -> str:
     try:
         spec_path, output_dir = write_spec(job)
         relay.emit("log", {"message": f"Attempt {job.attempt} on {worker}"})
-        outcome = run_trainer(
-            spec_path, relay.emit, lambda: cancel_requested(job_id), get_settings().cancel_grace_seconds
-        )
+        with LeaseKeeper(job_id, job.attempt) as lease:
+            outcome = run_trainer(
+                spec_path, relay.emit, lambda: lease.lost.is_set() or cancel_requested(job_id),
+                get_settings().cancel_grace_seconds,
+            )
+        if lease.lost.is_set():
+            log.warning("job %s: attempt %s superseded by another attempt", job_id, job.attempt)
+            relay.close()
+            return "superseded"
         final = _final_values(outcome, output_dir)
     except Exception as exc:  # noqa: BLE001 - whatever happens, the job ends with a status and a reason
         log.exception("job %s failed before training", job_id)
         final = {"status": "failed", "error": str(exc) or type(exc).__name__}
     final["finished_at"] = utcnow()
+    final["lease_expires_at"] = None
     event = {"status": final["status"]}
     if final.get("error"):
         event["error"] = final["error"]
-    relay.finish("status", event, final)
+    relay.finish("status", event, final, job.attempt)
     return final["status"]
 
 

@@ -7,6 +7,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 
 from worker.celery_app import celery_app
 from worker.heartbeat import Heartbeat
+from worker.reconciler import Reconciler
 from worker.runner import run_job as run_job_attempt
 
 
@@ -28,12 +29,16 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     beat = Heartbeat(sender.hostname if sender else "worker", queues)
     beat.start()
+    reconciler = Reconciler()
+    reconciler.start()
     if sender is not None:
         sender.tunedeck_heartbeat = beat  # kept on the worker itself, not in a module global
+        sender.tunedeck_reconciler = reconciler
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
-    beat = getattr(sender, "tunedeck_heartbeat", None)
-    if beat is not None:
-        beat.stop()
+    for name in ("tunedeck_heartbeat", "tunedeck_reconciler"):
+        service = getattr(sender, name, None)
+        if service is not None:
+            service.stop()

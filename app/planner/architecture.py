@@ -105,7 +105,8 @@ class Architecture(BaseModel):
         head_dim = _optional_int(config, "head_dim", default=0)
         if not head_dim:
             if values["hidden_size"] % heads:
-                raise ArchitectureError("head_dim", "is required when hidden_size is not a multiple of num_attention_heads")
+                raise ArchitectureError(
+                    "head_dim", "is required when hidden_size is not a multiple of num_attention_heads")
             head_dim = values["hidden_size"] // heads
         max_positions = None
         for key in ALIASES["max_positions"]:

@@ -64,8 +64,9 @@ def layer_tensors(arch: Architecture) -> list[TensorSpec]:
     """One decoder layer's weights (Linear weights as (out, in))."""
     tensors = [TensorSpec(name, (d_out, d_in)) for name, (d_in, d_out) in arch.linear_modules().items()]
     if arch.attention_bias:
-        tensors += [TensorSpec(f"{name}.bias", (arch.linear_modules()[name][1],)) for name in ("q_proj", "k_proj", "v_proj")
-                    if name in arch.linear_modules()]
+        modules = arch.linear_modules()
+        tensors += [TensorSpec(f"{name}.bias", (modules[name][1],))
+                    for name in ("q_proj", "k_proj", "v_proj") if name in modules]
     tensors += [TensorSpec("norm", (arch.hidden_size,), arch.norms_per_layer)]
     return tensors
 

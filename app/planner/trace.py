@@ -5,7 +5,7 @@ and the optimisers allocate today; this runs them. The model is built on the
 `meta` device, its method applied with the worker's own builders, its weights
 swapped for fake tensors; then a forward, the loss the worker computes, a
 backward and `optimizer.step()` run under `FakeTensorMode`, with
-`LiveBytes` counting live storage and `FlopCounterMode` counting FLOPs. No
+`LiveBytes` counting live storage and FLOPs. No
 weights are loaded, nothing is computed, no GPU is needed.
 
 What is made to look like a GPU run: AdamW and SGD use their `foreach`
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop, sdpa_flop
 
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
@@ -40,14 +39,6 @@ from app.planner.trace_model import DTYPES, apply_method, build_meta_model, fake
 
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only tensors of at least 1e5 elements
 SGD_MOMENTUM = 0.9  # as worker.methods.optimizers
-
-# FlopCounterMode knows the CUDA SDPA kernels, not the CPU flash kernel we trace with.
-for _op, _formula in (
-    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, sdpa_flop),
-    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, sdpa_backward_flop),
-):
-    with contextlib.suppress(ValueError, RuntimeError):  # already registered (module reloaded)
-        register_flop_formula(_op, get_raw=True)(_formula)  # the formulas are already shape-wrapped
 
 
 @dataclass
@@ -63,7 +54,26 @@ class TraceResult:
     total_params: int
     paged_bytes: int
     seconds: float
+    marks: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _unpacked_batches() -> Iterator[None]:
+    """Tell transformers the batch is not packed, as it concludes from real position ids.
+
+    On fake tensors it cannot read them, assumes packing, and materialises an
+    s×s mask per layer (which also expands k/v to every head): memory a real
+    unpacked run never allocates.
+    """
+    from transformers import masking_utils
+
+    original = masking_utils.find_packed_sequence_indices
+    masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking_utils.find_packed_sequence_indices = original
 
 
 @contextlib.contextmanager
@@ -116,14 +126,26 @@ def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.
         return bnb.optim.AdamW8bit(groups, lr=1e-4)
 
 
-def _warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], live: LiveBytes, setup: TrainingSetup) -> None:
+def make_optimizer(model: torch.nn.Module,
+                   setup: TrainingSetup) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """The job's optimiser over the trainable parameters, as the trace (and a measured run) uses it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return _optimizer(model, setup, params), params
+
+
+def warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], setup: TrainingSetup,
+            live: LiveBytes | None = None) -> None:
     """Create the optimiser's states as after the first step, and the gradients that persist."""
-    live.category = "gradients"
+    if live is not None:
+        live.category = "gradients"
     for p in params:
         p.grad = torch.zeros_like(p)
-    live.category = "optimizer"
+    if live is not None:
+        live.category = "optimizer"
     opt.step()
     for p, state in opt.state.items():
+        if live is None:
+            break
         if setup.optimizer == "paged_adamw_8bit" and p.numel() >= PAGED_MIN_NUMEL:
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.numel() > 1:
@@ -131,6 +153,31 @@ def _warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], live:
         if setup.method == "galore" and "projector" in state:
             state["step"] = int(setup.options_dict["update_proj_gap"])  # trace a step that recomputes the SVD
     opt.zero_grad(set_to_none=setup.gradient_accumulation == 1)
+
+
+def uses_autocast(setup: TrainingSetup) -> bool:
+    """mixed, and QLoRA computing in bf16/fp16, run the step under autocast (as the HF Trainer's bf16=True)."""
+    return setup.precision == "mixed" or (
+        setup.method == "qlora" and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"})
+
+
+def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+                  ids: torch.Tensor, autocast: bool, phase: Callable[[str], None] = lambda name: None) -> None:
+    """One micro-batch and one optimiser step, with the worker's loss (worker/train/loop.py `summed_loss`)."""
+    s = ids.shape[1]
+    phase("forward")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=ids).logits
+        logits = logits[:, logits.shape[1] - s:]  # prompt tuning's virtual positions come first
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
+    del logits
+    phase("backward")
+    loss.backward()
+    del loss
+    phase("optimizer")
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
@@ -143,54 +190,42 @@ def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
     notes: list[str] = []
     if setup.method == "qlora":
         notes.append("traced: 4-bit base layers emulated (packed NF4 weights, transient dequantised weight)")
-    autocast = setup.precision == "mixed" or (
-        setup.method == "qlora" and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"}
-    )
-    s, b = setup.seq_len, setup.batch_size
-    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout():
+    b, s = setup.batch_size, setup.seq_len
+    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout(), _unpacked_batches():
         fakeify(model, live.move)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = _optimizer(model, setup, params)
-        _warm_up(opt, params, live, setup)
+        opt, params = make_optimizer(model, setup)
+        warm_up(opt, params, setup, live)
         for p in params:
             p.register_post_accumulate_grad_hook(lambda q: live.move(q.grad, "gradients"))
-        head = model.get_output_embeddings()
 
         def enter_head(_module: Any, args: tuple[Any, ...]) -> None:
             live.category = "logits"
             if args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
                 args[0].register_hook(lambda g: setattr(live, "category", "activations"))
 
-        handle = head.register_forward_pre_hook(enter_head)
+        def phase(name: str) -> None:
+            live.mark({"forward": "static", "backward": "forward_end", "optimizer": "backward_end"}[name])
+            live.phase = name
+            live.category = {"forward": "activations", "backward": "logits", "optimizer": "optimizer"}[name]
+            live.count_flops = name != "optimizer"
+
+        handle = model.get_output_embeddings().register_forward_pre_hook(enter_head)
+        ids = torch.randint(0, arch.vocab_size, (b, s))
         live.reset_peak()
-        with FlopCounterMode(display=False) as flops:
-            live.phase, live.category = "forward", "activations"
-            ids = torch.randint(0, arch.vocab_size, (b, s))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(input_ids=ids).logits
-                logits = logits[:, logits.shape[1] - s:]  # prompt tuning's virtual positions come first
-                loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
-            del logits
-            live.phase, live.category = "backward", "logits"
-            loss.backward()
-            del loss
+        training_step(model, opt, params, ids, uses_autocast(setup), phase)
         handle.remove()
-        live.phase, live.category = "optimizer", "optimizer"
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    if setup.method == "qlora":
-        total = arch_total_params(arch)
+    total = arch_total_params(arch)  # the base model's, as the instant estimate reports it
     return TraceResult(
         peak_bytes=live.peak, breakdown=dict(live.peak_breakdown), peak_phase=live.peak_phase,
-        phase_peaks=dict(live.phase_peaks), flops_per_micro_batch=int(flops.get_total_flops()),
+        phase_peaks=dict(live.phase_peaks), flops_per_micro_batch=live.flops,
         trainable_params=sum(p.numel() for p in params), total_params=total,
         paged_bytes=live.by_category.get("paged", 0), seconds=time.perf_counter() - started, notes=notes,
+        marks=dict(live.marks),
     )
 
 
 def arch_total_params(arch: Architecture) -> int:
+    """Base model parameters, tied embeddings once (adapters are `trainable_params`)."""
     from app.planner.params import count_params
 
     return count_params(arch).total

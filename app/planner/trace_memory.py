@@ -11,7 +11,13 @@ Each storage is filed under the category current when it was made (weights,
 optimizer, activations, logits...); a few are moved later (a gradient once
 autograd has accumulated it, an optimiser state once it is known to be paged).
 At every new peak the per-category totals are copied, so the answer can say
-what the peak was made of. `torch.distributed._tools.mem_tracker.MemTracker`
+what the peak was made of.
+
+FLOPs are counted here too, with `torch.utils.flop_counter`'s formulas, rather
+than by stacking `FlopCounterMode`: its module tracker registers multi-grad
+hooks whose closures form reference cycles with autograd nodes, which keeps
+saved tensors alive until the garbage collector runs and inflates the
+backward peak of a checkpointed model by whole layers. `torch.distributed._tools.mem_tracker.MemTracker`
 is not used: it hooks every parameter and fails on frozen ones (every PEFT
 model).
 """
@@ -23,7 +29,15 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop, sdpa_flop
+
+aten = torch.ops.aten
+# The CPU flash-attention kernel we trace with is missing from the registry (it knows the CUDA ones).
+FLOP_FORMULAS: dict[Any, Any] = {
+    **flop_registry,
+    aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop,
+}
 
 # Categories that are not on the device: kept for the record, left out of totals.
 OFF_DEVICE = frozenset({"paged"})
@@ -44,6 +58,9 @@ class LiveBytes(TorchDispatchMode):
         self.peak_breakdown: dict[str, int] = {}
         self.peak_phase = "setup"
         self.phase_peaks: dict[str, int] = {}
+        self.count_flops = False
+        self.flops = 0
+        self.marks: dict[str, int] = {}
 
     # -- bookkeeping -----------------------------------------------------
     def _free(self, key: int) -> None:
@@ -97,6 +114,10 @@ class LiveBytes(TorchDispatchMode):
             self.peak_phase = self.phase
             self.peak_breakdown = {k: v for k, v in self.by_category.items() if v and k not in OFF_DEVICE}
 
+    def mark(self, name: str) -> None:
+        """Remember the live bytes at a named point of the step (e.g. the end of the forward pass)."""
+        self.marks[name] = self.live
+
     def reset_peak(self) -> None:
         """Forget the peak so far: the warm-up that created optimiser states is not the step we measure."""
         self.peak = self.live
@@ -105,8 +126,19 @@ class LiveBytes(TorchDispatchMode):
 
     # -- the dispatch hook -------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for item in tree_flatten(out)[0]:
-            if isinstance(item, torch.Tensor):
-                self.track(item)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.count_flops:
+            formula = FLOP_FORMULAS.get(func._overloadpacket)
+            if formula is not None:
+                self.flops += int(formula(*args, **kwargs, out_val=out))
+        self._track_all(out)
         return out
+
+    def _track_all(self, out: Any) -> None:
+        """Track every tensor in an op's output (a tensor, or a tuple/list of them, possibly nested)."""
+        if isinstance(out, torch.Tensor):
+            self.track(out)
+        elif isinstance(out, (tuple, list)):
+            for item in out:
+                self._track_all(item)

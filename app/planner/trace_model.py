@@ -28,13 +28,20 @@ DTYPES = {"bf16": torch.bfloat16, "mixed": torch.float32, "fp32": torch.float32}
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def build_meta_model(arch: Architecture, dtype: torch.dtype) -> nn.Module:
-    """`AutoModelForCausalLM.from_config` on meta, attention through SDPA (flash-like memory)."""
+def build_meta_model(arch: Architecture, dtype: torch.dtype, device: str = "meta") -> nn.Module:
+    """`AutoModelForCausalLM.from_config` on meta (or a real device, to measure), attention through SDPA."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(**arch.hf_config())
     config.use_cache = False
-    with torch.device("meta"):
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        # SDPA refuses softcapping; flash-attention 2 (what a GPU run uses) applies it in-kernel, same memory.
+        config.attn_logit_softcapping = None
+    if getattr(config, "sliding_window", None) is not None:
+        # Flash-attention 2 applies the window in-kernel; SDPA would need an s×s mask per layer.
+        # A window longer than any sequence keeps SDPA on its is_causal path (same memory).
+        config.sliding_window = 2**30
+    with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     # Gemma-2 refuses SDPA (no softcapping); on a GPU it trains with flash-attention 2,
     # whose memory is SDPA's. Set on the config the attention modules read at call time.
@@ -116,13 +123,16 @@ class _WithAdapter(nn.Module):
 def _add_adapters(model: nn.Module, arch: Architecture, options: dict[str, Any], dtype: torch.dtype) -> nn.Module:
     model.requires_grad_(False)
     bottleneck = max(1, arch.hidden_size // int(options["reduction_factor"]))
+    device = next(model.parameters()).device  # meta for the trace, cpu for a measured run
+
+    def make() -> BottleneckAdapter:
+        return BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype)
+
     for layer in model.get_decoder().layers:
-        with torch.device("meta"):
-            layer.mlp = _WithAdapter(layer.mlp, BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype))
+        with torch.device(device):
+            layer.mlp = _WithAdapter(layer.mlp, make())
             if options["config"] == "houlsby":
-                layer.self_attn = _WithAdapter(
-                    layer.self_attn, BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype)
-                )
+                layer.self_attn = _WithAdapter(layer.self_attn, make())
     return model
 
 
@@ -146,7 +156,8 @@ def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dty
         from worker.methods import lora
 
         model = lora.build(model, options)
-        _quantize_base(model, setup, nf4_bytes_per_param(options.get("quant_type", "nf4"), options.get("double_quant", True)))
+        nf4 = nf4_bytes_per_param(options.get("quant_type", "nf4"), options.get("double_quant", True))
+        _quantize_base(model, setup, nf4)
         return model
     from worker.methods import get_method
 

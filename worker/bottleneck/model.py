@@ -99,11 +99,12 @@ def adapter_parameter_count(hidden_size: int, bottleneck_size: int) -> int:
 
 
 class BottleneckAdapter(nn.Module):
-    """``x + up(act(down(x)))``, with ``up`` initialised to zero so that it starts as the identity.
+    """``x + up(act(down(x)))``, initialised to be the identity.
 
-    ``down`` keeps PyTorch's default Linear initialisation (Kaiming-uniform);
-    AdapterHub's "mam_adapter" initialisation does the same. The adapter
-    computes in its own dtype and returns the input's dtype.
+    AdapterHub's "mam_adapter" initialisation: ``down.weight`` Kaiming-uniform
+    (PyTorch's Linear default), ``down.bias`` zero, and ``up`` all zero, so
+    the adapter adds exactly nothing until it trains. The adapter computes in
+    its own dtype and returns the input's dtype.
     """
 
     def __init__(self, hidden_size: int, bottleneck_size: int, non_linearity: str = "relu") -> None:
@@ -111,6 +112,7 @@ class BottleneckAdapter(nn.Module):
         self.down = nn.Linear(hidden_size, bottleneck_size)
         self.act = NON_LINEARITIES[non_linearity]()
         self.up = nn.Linear(bottleneck_size, hidden_size)
+        nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 

@@ -11,8 +11,9 @@ download), and may add optional hooks the loop uses when present:
 - `make_optimizer(model, method_config, learning_rate, weight_decay)`: build
   the optimiser itself (GaLore needs its own parameter groups). Without it the
   loop builds the one named by the options' `optimizer` field, else AdamW.
-- `merge(adapter_dir, base_model_path, out_dir)`: write a plain model folder
-  with the trained adapter merged into the base weights (LoRA, DoRA, QLoRA).
+- `merge(adapter_dir, base_model_path, out_dir) -> Path`: from the saved
+  adapter, write (atomically) a plain model folder with the adapter merged
+  into the base weights (LoRA, DoRA, QLoRA; see `worker.merge`).
 
 Modules are imported on demand so that a LoRA job never imports the optional
 backends another method needs (bitsandbytes, galore).
@@ -63,7 +64,9 @@ def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[s
     return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
 
 
-def load_base(method: Method, model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+def load_base(
+    method: Method, model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]
+) -> PreTrainedModel:
     """The method's own `load` hook if it has one, else `default_load`."""
     loader = getattr(method, "load", default_load)
     return loader(model_path, hyperparameters, method_config)

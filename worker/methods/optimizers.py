@@ -16,6 +16,9 @@ without, as in nanoGPT. The loop sets each group's `lr` before every step
 - `adafactor`: transformers' `Adafactor` with `relative_step=False` and
   `scale_parameter=False`, so it uses the learning rate we give it (and our
   schedule) instead of its own time-dependent step size.
+
+GaLore's optimiser (`galore_adamw`) is not picked by name: the galore method
+builds it with its own parameter groups (see `worker.methods.galore`).
 """
 from __future__ import annotations
 

@@ -199,6 +199,7 @@ def save_merged(method: Method, artifact: Path, spec: TrainSpec) -> Path | None:
         merged = merge(artifact, spec.model_path, spec.merged_dir)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         events.log(f"Merged model not written: {type(exc).__name__}: {exc}")
+        shutil.rmtree(spec.merged_dir, ignore_errors=True)  # a previous attempt's would not match this adapter
         return None
     events.log(f"Saved merged model to {merged} ({time.perf_counter() - started:.1f} s)")
     return Path(merged)

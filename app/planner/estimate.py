@@ -1,0 +1,118 @@
+"""One method's estimate in the answer shape the API returns, for a list of GPUs.
+
+Why a separate module: the instant and the traced estimator differ only in
+where the tensor peak and the FLOPs come from; the runtime overhead, the fit
+test against each GPU, time, cost and the notes are the same code, so the two
+answers can be compared line for line.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from app.planner.architecture import Architecture
+from app.planner.catalog import GpuSpec, Runtime
+from app.planner.compute import cost_for, flops_per_step, seconds_for
+from app.planner.memory import MemoryEstimate, estimate_memory
+from app.planner.setup import TrainingSetup
+from app.schemas.methods import AVAILABLE_METHODS
+
+BREAKDOWN_KEYS = ("weights", "trainable_weights", "gradients", "optimizer", "activations", "logits")
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """How much data the job sees: tokens per epoch and epochs (None: price one step)."""
+
+    dataset_tokens: int | None = None
+    epochs: float = 1.0
+
+    def steps(self, setup: TrainingSetup) -> int | None:
+        if not self.dataset_tokens:
+            return None
+        per_step = setup.batch_size * setup.seq_len * setup.gradient_accumulation
+        return max(1, math.ceil(self.dataset_tokens * self.epochs / per_step))
+
+
+def runtime_overhead(tensor_peak: int, runtime: Runtime) -> int:
+    """CUDA context and workspaces, plus the allocator's slack over the tensor peak."""
+    return int(runtime.cuda_context_bytes + runtime.allocator_slack * tensor_peak)
+
+
+def gpu_rows(method: str, peak: int, step_flops: float, steps: int | None, gpus: list[GpuSpec],
+             runtime: Runtime) -> list[dict[str, Any]]:
+    rows = []
+    for gpu in gpus:
+        seconds = seconds_for(step_flops * (steps or 1), gpu.bf16_tflops, gpu.utilisation.get(method, 0.3))
+        rows.append({
+            "name": gpu.name,
+            "fits": peak <= gpu.memory_bytes * (1 - runtime.fit_margin),
+            "headroom_bytes": gpu.memory_bytes - peak,
+            "seconds": round(seconds, 3),
+            "cost": round(cost_for(seconds, gpu.price_per_hour), 4),
+        })
+    return rows
+
+
+def method_notes(arch: Architecture, setup: TrainingSetup, memory: MemoryEstimate, steps: int | None) -> list[str]:
+    notes = list(memory.notes)
+    if setup.method == "prefix" and setup.gradient_checkpointing:
+        notes.append("prefix tuning cannot use gradient checkpointing (its prefixes arrive as a KV cache): "
+                     "estimated without it")
+    if setup.method == "qlora":
+        notes.append(f"QLoRA computes in {setup.options_dict['compute_dtype']} (method_config.compute_dtype); "
+                     "embeddings, norms and the output layer are fp32 after prepare_model_for_kbit_training")
+    if setup.method in {"lora", "dora", "qlora", "prefix", "prompt"}:
+        notes.append("peft keeps adapter weights, gradients and optimiser states in fp32")
+    if arch.family == "gemma2":
+        notes.append("attention memory as with flash-attention 2 (softcapping in-kernel); eager attention "
+                     "would add a·s² per layer")
+    if setup.method not in AVAILABLE_METHODS:
+        notes.append(f"the worker cannot run {setup.method} yet: this is a plan only")
+    if steps is None:
+        notes.append("seconds and cost are for one optimizer step: give dataset_tokens or dataset for the whole run")
+    else:
+        notes.append(f"{steps} optimizer steps")
+    return notes
+
+
+def assemble(method: str, memory: MemoryEstimate, flops: float, steps: int | None, gpus: list[GpuSpec],
+             runtime: Runtime, notes: list[str]) -> dict[str, Any]:
+    """The answer for one method, from a tensor peak (instant or traced) and FLOPs per step."""
+    overhead = runtime_overhead(memory.peak, runtime)
+    peak = memory.peak + overhead
+    breakdown = {key: int(memory.breakdown.get(key, 0)) for key in BREAKDOWN_KEYS}
+    breakdown["runtime_overhead"] = overhead
+    return {
+        "method": method,
+        "peak_bytes": peak,
+        "breakdown": breakdown,
+        "peak_phase": memory.phase,
+        "trainable_params": memory.trainable_params,
+        "total_params": memory.total_params,
+        "flops_per_step": int(flops),
+        "steps": steps,
+        "gpus": gpu_rows(method, peak, flops, steps, gpus, runtime),
+        "notes": notes,
+    }
+
+
+def instant_estimate(arch: Architecture, setup: TrainingSetup, gpus: list[GpuSpec], runtime: Runtime,
+                     run: RunLength) -> dict[str, Any]:
+    """The closed-form estimate of one method (milliseconds)."""
+    memory = estimate_memory(arch, setup)
+    steps = run.steps(setup)
+    flops = flops_per_step(arch, setup)
+    return assemble(setup.method, memory, flops, steps, gpus, runtime, method_notes(arch, setup, memory, steps))
+
+
+def badges(estimates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cheapest and the fastest (method, GPU) that fit."""
+    fitting = [(e["method"], g) for e in estimates for g in e["gpus"] if g["fits"]]
+    if not fitting:
+        return {"cheapest": None, "fastest": None}
+    cheapest = min(fitting, key=lambda mg: (mg[1]["cost"], mg[1]["seconds"]))
+    fastest = min(fitting, key=lambda mg: (mg[1]["seconds"], mg[1]["cost"]))
+    return {"cheapest": {"method": cheapest[0], "gpu": cheapest[1]["name"]},
+            "fastest": {"method": fastest[0], "gpu": fastest[1]["name"]}}

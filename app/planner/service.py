@@ -1,0 +1,159 @@
+"""From a plan request to estimates: resolve the model, validate each method against it, estimate.
+
+Why here and not in the route: the checks that need the architecture (a
+LoRA target the model does not have, more trainable layers than it has, a
+sequence longer than its positions) are domain rules; they raise
+`PlanError` with the request location of the field to fix, which the route
+turns into a 422 like FastAPI's own.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.planner.architecture import Architecture, ArchitectureError
+from app.planner.catalog import Catalog, FileCatalog, GpuSpec
+from app.planner.estimate import RunLength, badges, instant_estimate
+from app.planner.params import MethodError, trainable_tensors
+from app.planner.setup import TrainingSetup
+from app.schemas.plan import PlanRequest
+
+BYTES_PER_BPE_TOKEN = 4.0  # a rough English average for BPE vocabularies; byte-level tokenizers: 1
+
+
+class PlanError(ValueError):
+    """A request the planner cannot answer; `loc` is the body path of the field to fix."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def resolve_architecture(request: PlanRequest, catalog: Catalog) -> Architecture:
+    if request.config is not None:
+        try:
+            return Architecture.from_config(request.config)
+        except ArchitectureError as exc:
+            raise PlanError(("config", exc.field), exc.message) from exc
+    assert request.model is not None
+    entry = catalog.model(request.model)
+    config = entry.config if entry is not None else _model_folder_config(request.model)
+    try:
+        return Architecture.from_config(config)
+    except ArchitectureError as exc:
+        raise PlanError(("model",), f"{request.model}'s config.json cannot be used: {exc}") from exc
+
+
+def _model_folder_config(model_id: str) -> dict[str, Any]:
+    """A local model folder, the demo model or a hub id (where a hub is reachable)."""
+    from app.catalog.models import ModelNotFound, get_model
+
+    try:
+        return get_model(model_id).config
+    except (ModelNotFound, ValueError, OSError) as exc:
+        raise PlanError(("model",), f"unknown model {model_id!r}: not in the plan catalog "
+                                    f"(GET /api/v1/plan/catalog) and {exc}") from exc
+
+
+def build_setup(request: PlanRequest, method: str, arch: Architecture) -> TrainingSetup:
+    """The method's validated options, checked against the architecture."""
+    try:
+        setup = TrainingSetup.build(
+            method, request.method_config.get(method, {}), optimizer=request.optimizer,  # type: ignore[arg-type]
+            seq_len=request.seq_len, batch_size=request.batch_size,
+            gradient_accumulation=request.gradient_accumulation,
+            gradient_checkpointing=request.gradient_checkpointing, precision=request.precision,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PlanError(("method_config", method, *error["loc"]), error["msg"]) from exc
+    try:
+        trainable_tensors(arch, setup)  # checks targets, layer counts, bottleneck size against the model
+    except MethodError as exc:
+        raise PlanError(("method_config", method, exc.field), exc.message) from exc
+    limit = arch.max_positions
+    if limit is not None and method == "prompt" and request.seq_len + setup.virtual_tokens > limit:
+        raise PlanError(("method_config", method, "num_virtual_tokens"),
+                        f"seq_len {request.seq_len} + {setup.virtual_tokens} virtual tokens exceeds the "
+                        f"model's {limit} positions")
+    return setup
+
+
+def resolve_gpus(request: PlanRequest, catalog: Catalog) -> list[GpuSpec]:
+    if request.gpus is None:
+        return catalog.gpus()
+    found = []
+    for index, name in enumerate(request.gpus):
+        gpu = catalog.gpu(name)
+        if gpu is None:
+            known = ", ".join(g.name for g in catalog.gpus())
+            raise PlanError(("gpus", index), f"unknown GPU {name!r} (known: {known})")
+        found.append(gpu)
+    return found
+
+
+def dataset_file_tokens(path: Path, bytes_per_token: float) -> int:
+    """Text bytes of a normalised JSONL dataset (every string value), divided by bytes per token."""
+    total = 0
+
+    def walk(value: Any) -> int:
+        if isinstance(value, str):
+            return len(value.encode("utf-8"))
+        if isinstance(value, dict):
+            return sum(walk(v) for v in value.values())
+        if isinstance(value, list):
+            return sum(walk(v) for v in value)
+        return 0
+
+    with path.open(encoding="utf-8") as rows:
+        for line in rows:
+            if line.strip():
+                total += walk(json.loads(line)) + 2  # + BOS/EOS
+    return max(1, int(total / bytes_per_token))
+
+
+def bytes_per_token(arch: Architecture) -> float:
+    """Byte-level vocabularies (the demo model's 259 ids) spend one token per byte."""
+    return 1.0 if arch.vocab_size <= 512 else BYTES_PER_BPE_TOKEN
+
+
+def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: Callable[[str, Architecture], int | None]
+         ) -> dict[str, Any]:
+    """Instant estimates for every requested method (traced ones come from the planning queue)."""
+    arch = resolve_architecture(request, catalog)
+    if arch.max_positions is not None and request.seq_len > arch.max_positions:
+        raise PlanError(("seq_len",), f"{request.seq_len} is above the model's limit of {arch.max_positions} positions")
+    setups = [build_setup(request, method, arch) for method in request.methods]
+    gpus = resolve_gpus(request, catalog)
+    tokens = request.dataset_tokens
+    if request.dataset is not None:
+        tokens = dataset_tokens(request.dataset, arch)
+        if tokens is None:
+            raise PlanError(("dataset",), f"no dataset {request.dataset!r}")
+    run = RunLength(dataset_tokens=tokens, epochs=request.epochs)
+    runtime = catalog.runtime
+    estimates = [instant_estimate(arch, setup, gpus, runtime, run) for setup in setups]
+    if request.dataset is not None:
+        how = "bytes (byte-level tokenizer)" if bytes_per_token(arch) == 1.0 else "bytes / 4 (rough BPE average)"
+        for estimate in estimates:
+            estimate["notes"].append(f"dataset {request.dataset}: {tokens:,} tokens counted as {how}")
+    return {"model": request.model, "estimates": estimates, "badges": badges(estimates), "dataset_tokens": tokens}
+
+
+def catalog_listing(catalog: FileCatalog) -> dict[str, Any]:
+    models = []
+    for entry in catalog.models():
+        arch = catalog.architecture(entry.id)
+        models.append({"id": entry.id, "name": entry.name, "source": entry.source, "model_type": arch.model_type,
+                       "hidden_size": arch.hidden_size, "num_layers": arch.num_layers, "num_heads": arch.num_heads,
+                       "num_kv_heads": arch.num_kv_heads, "vocab_size": arch.vocab_size,
+                       "tie_embeddings": arch.tie_embeddings, "max_positions": arch.max_positions,
+                       "linear_modules": list(arch.linear_modules())})
+    gpus = [{"id": g.id, **g.model_dump()} for g in catalog.gpus()]
+    return {"models": models, "gpus": gpus, "runtime": catalog.runtime.model_dump(),
+            "as_of": {"models": catalog.models_as_of, "gpus": catalog.gpus_as_of}}

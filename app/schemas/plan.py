@@ -1,0 +1,98 @@
+"""Plan request and response bodies (`POST /api/v1/plan`, `POST /api/v1/plan/fit`).
+
+Why the method options are a plain dict here: one plan compares several
+methods, each with its own options model (`app.schemas.methods`); the service
+validates `method_config.<method>` with that model so a wrong option is a 422
+at `body.method_config.<method>.<field>`, as in the job form.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas.methods import METHODS
+
+MethodName = Literal["full", "freeze", "lora", "dora", "qlora", "galore", "adapters", "prefix", "prompt"]
+assert set(MethodName.__args__) == set(METHODS)  # type: ignore[attr-defined]  # kept in step with the job form
+
+
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, min_length=1, max_length=200,
+                              description="A catalog id (GET /api/v1/plan/catalog), a model folder or a hub id")
+    config: dict[str, Any] | None = Field(None, description="A config.json, instead of `model`")
+    methods: list[MethodName] = Field(default_factory=lambda: list(METHODS), min_length=1, max_length=9)
+    seq_len: int = Field(512, ge=8, le=131_072, description="Padded (or packed) sequence length in tokens")
+    batch_size: int = Field(1, ge=1, le=1024, description="Micro-batch")
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    gradient_checkpointing: bool = False
+    precision: Literal["bf16", "mixed", "fp32"] = Field(
+        "bf16", description="bf16 weights; mixed = fp32 weights under bf16 autocast; fp32")
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] | None = Field(
+        None, description="Default: the method's own (AdamW; QLoRA: paged 8-bit AdamW)")
+    method_config: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
+    dataset_tokens: int | None = Field(None, ge=1, le=10**13, description="Tokens in one epoch")
+    dataset: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                                description="A stored dataset id, instead of dataset_tokens")
+    epochs: float = Field(1.0, gt=0, le=100)
+    gpus: list[str] | None = Field(None, min_length=1, max_length=64, description="GPU names; default: all")
+    mode: Literal["instant", "traced"] = "instant"
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> "PlanRequest":
+        if (self.model is None) == (self.config is None):
+            raise ValueError("give exactly one of model or config")
+        if self.dataset is not None and self.dataset_tokens is not None:
+            raise ValueError("give either dataset or dataset_tokens, not both")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods lists a method twice")
+        return self
+
+
+class FitRequest(PlanRequest):
+    """Make it fit: one method on one GPU; batch_size × gradient_accumulation is kept."""
+
+    methods: list[MethodName] = Field(min_length=1, max_length=1)
+    gpus: list[str] = Field(min_length=1, max_length=1)  # type: ignore[assignment]
+    mode: Literal["instant"] = "instant"
+
+
+class GpuEstimate(BaseModel):
+    name: str
+    fits: bool
+    headroom_bytes: int
+    seconds: float
+    cost: float
+
+
+class Breakdown(BaseModel):
+    weights: int
+    trainable_weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    runtime_overhead: int
+
+
+class MethodEstimate(BaseModel):
+    method: str
+    peak_bytes: int
+    breakdown: Breakdown
+    peak_phase: str
+    trainable_params: int
+    total_params: int
+    flops_per_step: int
+    steps: int | None
+    gpus: list[GpuEstimate]
+    notes: list[str]
+    mode: Literal["instant", "traced"] = "instant"
+
+
+class PlanResponse(BaseModel):
+    model: str | None
+    estimates: list[MethodEstimate]
+    badges: dict[str, Any]
+    dataset_tokens: int | None
