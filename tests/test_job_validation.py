@@ -119,3 +119,9 @@ def test_freezing_more_layers_than_the_model_has_names_trainable_layers(client: 
     body = job_body(method="freeze")
     body["method_config"] = {"trainable_layers": 99}
     assert _locs(client.post("/api/v1/jobs", json=body)) == [["body", "method_config", "trainable_layers"]]
+
+
+def test_a_huge_offset_is_a_422_not_a_database_overflow(client: httpx.Client) -> None:
+    response = client.get("/api/v1/jobs", params={"offset": 71928543327608362762240})
+    assert response.status_code == 422
+    assert client.get("/jobs", params={"page": 10**30}).status_code == 200

@@ -81,3 +81,9 @@ def test_catalog_has_the_demo_model_and_the_gpus_the_issue_names() -> None:
         assert set(gpu.utilisation) >= {"full", "lora", "qlora", "prompt"} and gpu.sources
     assert catalog.gpu("a100-80gb") is catalog.gpu("A100 80GB") and slug("H100 80GB") == "h100-80gb"
     assert catalog.models_as_of and catalog.gpus_as_of
+
+
+def test_absurd_sizes_are_refused_not_looped_over() -> None:
+    with pytest.raises(ArchitectureError) as info:
+        Architecture.from_config({**DEMO, "num_hidden_layers": 10**9})
+    assert info.value.field == "num_hidden_layers"

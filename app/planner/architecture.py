@@ -25,6 +25,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size",),
     "max_positions": ("max_position_embeddings", "n_positions", "max_sequence_length"),
 }
+# Far above any real model; they keep a hostile config from making the estimator loop for ever.
+LIMITS: dict[str, int] = {"num_hidden_layers": 4096, "n_layer": 4096, "num_layers": 4096}
+DEFAULT_LIMIT = 1 << 24
 # Defaults of the transformers config classes when config.json leaves the field out.
 TIED_BY_DEFAULT: dict[str, bool] = {"gemma2": True}
 
@@ -130,6 +133,8 @@ def _positive_int(config: dict[str, Any], keys: tuple[str, ...]) -> int:
             value = config[key]
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ArchitectureError(key, f"must be a positive integer, got {value!r}")
+            if value > LIMITS.get(key, DEFAULT_LIMIT):
+                raise ArchitectureError(key, f"{value} is beyond any model the planner can estimate")
             return value
     raise ArchitectureError(keys[0], "is missing from config.json")
 
@@ -138,6 +143,6 @@ def _optional_int(config: dict[str, Any], key: str, default: int) -> int:
     value = config.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchitectureError(key, f"must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > DEFAULT_LIMIT:
+        raise ArchitectureError(key, f"must be a positive integer (at most {DEFAULT_LIMIT}), got {value!r}")
     return value

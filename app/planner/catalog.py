@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.planner.architecture import Architecture
 
@@ -44,6 +44,14 @@ class GpuSpec(BaseModel):
     price_per_hour: float = Field(ge=0, description="USD per GPU-hour, one provider's on-demand rate")
     utilisation: dict[str, float] = Field(description="Fraction of the peak a step reaches, per method")
     sources: dict[str, str] = {}
+
+    @field_validator("utilisation")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 < v <= 1}
+        if bad:
+            raise ValueError(f"utilisation must be in (0, 1]: {bad}")
+        return value
 
     @property
     def id(self) -> str:

@@ -109,7 +109,9 @@ def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.
             return galore_torch.GaLoreAdamW8bit(groups, lr=1e-4)
         if name == "adafactor":
             return galore_torch.GaLoreAdafactor(groups, lr=1e-4, scale_parameter=False, relative_step=False)
-        return galore_torch.GaLoreAdamW(groups, lr=1e-4, no_deprecation_warning=True)
+        from worker.methods.galore import make_optimizer as galore_optimizer  # the job's own GaLoreAdamW
+
+        return galore_optimizer(model, setup.options_dict, 1e-4, 0.0)
     groups = _param_groups(params)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=1e-4, foreach=True)

@@ -7,9 +7,8 @@ on a meta model; the parameters are then swapped for fake tensors (assigning
 into `_parameters`, since `.to()` cannot move a fake model), keeping tied
 weights tied: one tensor, counted once.
 
-Methods reuse the worker's own builders where the worker has them (full,
-freeze, lora, dora, prefix, prompt), so the trace measures the code a job
-runs. QLoRA's 4-bit base is emulated by `Fake4bitLinear` (bitsandbytes'
+Methods reuse the worker's own builders (full, freeze, lora, dora, adapters,
+prefix, prompt), so the trace measures the code a job runs. QLoRA's 4-bit base is emulated by `Fake4bitLinear` (bitsandbytes'
 `Linear4bit` cannot be built on meta): a packed weight of the NF4 size and a
 matmul that dequantizes into a transient weight on the forward and again on
 the backward, which is what `MatMul4Bit` does; nothing else is saved.
@@ -93,49 +92,6 @@ def _quantize_base(model: nn.Module, setup: TrainingSetup, bytes_per_param: floa
                 setattr(parent, name, Fake4bitLinear(child.in_features, child.out_features, packed, compute))
 
 
-class BottleneckAdapter(nn.Module):
-    """AdapterHub's bottleneck: down-project, non-linearity, up-project, residual."""
-
-    def __init__(self, hidden: int, bottleneck: int, activation: str, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.down = nn.Linear(hidden, bottleneck, dtype=dtype)
-        self.up = nn.Linear(bottleneck, hidden, dtype=dtype)
-        self.act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "silu": nn.SiLU(), "tanh": nn.Tanh()}[activation]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.act(self.down(x)))
-
-
-class _WithAdapter(nn.Module):
-    """Run `inner`, then an adapter on its output (the first element when it returns a tuple)."""
-
-    def __init__(self, inner: nn.Module, adapter: BottleneckAdapter) -> None:
-        super().__init__()
-        self.inner, self.adapter = inner, adapter
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner(*args, **kwargs)
-        if isinstance(out, tuple):
-            return (self.adapter(out[0]), *out[1:])
-        return self.adapter(out)
-
-
-def _add_adapters(model: nn.Module, arch: Architecture, options: dict[str, Any], dtype: torch.dtype) -> nn.Module:
-    model.requires_grad_(False)
-    bottleneck = max(1, arch.hidden_size // int(options["reduction_factor"]))
-    device = next(model.parameters()).device  # meta for the trace, cpu for a measured run
-
-    def make() -> BottleneckAdapter:
-        return BottleneckAdapter(arch.hidden_size, bottleneck, options["non_linearity"], dtype)
-
-    for layer in model.get_decoder().layers:
-        with torch.device(device):
-            layer.mlp = _WithAdapter(layer.mlp, make())
-            if options["config"] == "houlsby":
-                layer.self_attn = _WithAdapter(layer.self_attn, make())
-    return model
-
-
 def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dtype: torch.dtype) -> nn.Module:
     """Make `model` what the job trains: frozen parts frozen, adapters in place."""
     options = setup.options_dict
@@ -144,8 +100,6 @@ def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dty
     method = setup.method
     if method in {"full", "galore"}:
         return model
-    if method == "adapters":
-        return _add_adapters(model, arch, options, dtype)
     if method == "qlora":
         from app.planner.params import nf4_bytes_per_param
 

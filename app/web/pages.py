@@ -63,7 +63,7 @@ def jobs_page(
     request: Request, session: SessionDep, user: CurrentUser, status: str | None = None, method: str | None = None,
     q: str | None = None, page: int = 1, hx_request: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
-    page = max(page, 1)
+    page = min(max(page, 1), 10_000_000)  # a huge page number must not overflow the database's OFFSET
     status = status if status in JOB_STATUSES else None
     jobs, count = list_jobs(session, user, status=status, method=method or None, search=q or None, offset=(page - 1) * 50, limit=50)
     context = {"jobs": jobs, "count": count, "page": page, "status": status, "method": method, "q": q or "",

@@ -34,7 +34,7 @@ def get_jobs(
     status_: Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$")] = None,
     method: Annotated[str | None, Query(max_length=32)] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobsPublic:
     """Jobs, newest first, filtered by status, method and name."""
