@@ -99,3 +99,44 @@ class JobEvent(SQLModel, table=True):
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+
+
+class CatalogGpu(SQLModel, table=True):
+    """A GPU the planner prices plans on; seeded from app/planner/data/gpus.json, edited by an admin."""
+
+    __tablename__ = "catalog_gpu"
+
+    id: str = Field(primary_key=True, max_length=100, description="slug of the name")
+    name: str = Field(max_length=100, unique=True)
+    memory_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    bf16_tflops: float
+    price_per_hour: float
+    utilisation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    sources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CatalogModel(SQLModel, table=True):
+    """A model architecture by its config.json numbers; seeded from app/planner/data/models.json."""
+
+    __tablename__ = "catalog_model"
+
+    id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(max_length=255)
+    source: str = Field(default="", max_length=1000)
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PlanRecord(SQLModel, table=True):
+    """Every plan computed through the API or the page, so it can be reopened and compared."""
+
+    __tablename__ = "plan_record"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    owner_id: str | None = Field(default=None, max_length=64, index=True)
+    label: str = Field(default="", max_length=255, description="model id, or the config's model_type")
+    mode: str = Field(default="instant", max_length=16)
+    request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
