@@ -34,6 +34,7 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         task_default_queue="cpu",
+        task_routes={"tunedeck.plan_trace": {"queue": "planning"}},
         task_queues=[Queue(name) for name in MEMORY_CLASS_QUEUES],
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

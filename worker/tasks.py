@@ -16,6 +16,14 @@ def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     return run_job_attempt(job_id, self.request.hostname or "worker")
 
 
+@celery_app.task(name="tunedeck.plan_trace", acks_late=False, ignore_result=True)
+def plan_trace(key: str, request: dict[str, Any]) -> None:
+    """A traced plan (planning queue). Not acked late: a lost trace is asked again, never re-run blindly."""
+    from worker.plan_task import run_plan_trace  # torch, transformers, peft: only when a plan is traced
+
+    run_plan_trace(key, request)
+
+
 @worker_init.connect
 def _prepare_demo_model(**_: Any) -> None:
     from app.storage import models_dir
