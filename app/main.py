@@ -20,13 +20,14 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api.deps import get_current_user
 from app.api.errors import validation_handler
-from app.api.routes import datasets, events, health, job_history, jobs, models, workers
+from app.api.routes import datasets, events, health, job_history, jobs, models, plan, plans, workers
 from app.auth.csrf import verify_csrf
 from app.auth.secret import session_secret
 from app.auth.sessions import LoginRequired
 from app.auth.users import ensure_admin
 from app.bootstrap import ensure_demo_dataset
 from app.db import get_engine
+from app.planner.db_catalog import seed_catalogs
 from app.schemas.methods import METHODS
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
@@ -34,7 +35,8 @@ from app.web import account, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
-API_ROUTERS = (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router)
+API_ROUTERS = (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router,
+               plan.router, plans.router)
 
 
 @asynccontextmanager
@@ -45,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_demo_dataset()
         with Session(get_engine()) as session:
             ensure_admin(session, settings.admin_email, settings.admin_password, settings.admin_token)
+            seed_catalogs(session)
     except Exception as exc:  # noqa: BLE001 - the API still answers; /healthz names the database
         log.error("first-start data not written (run `tunedeck migrate`?): %s", exc)
     yield

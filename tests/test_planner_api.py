@@ -1,4 +1,8 @@
-"""POST /api/v1/plan, /plan/fit and GET /plan/catalog on an app holding only the plan router."""
+"""POST /api/v1/plan, /plan/fit and GET /plan/catalog on an app holding only the plan router.
+
+The database is a real SQLite file, migrated by the models' metadata and seeded
+from the repository's catalogs, as on first start; the caller is a real user row.
+"""
 from __future__ import annotations
 
 import json
@@ -11,16 +15,38 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from sqlmodel import Session, SQLModel
+
+from app.api.deps import get_current_user, get_session
 from app.api.routes.plan import get_dataset_tokens, router
+from app.db import make_engine
+from app.models import PlanRecord, User
+from app.planner.db_catalog import seed_catalogs
 from app.planner.service import dataset_file_tokens
 from app.schemas.methods import METHODS
 from tests.test_planner_architecture import DEMO
 
 
 @pytest.fixture
-def client() -> Iterator[TestClient]:
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        seed_catalogs(session)
+        user = User(email="planner@example.com", password_hash="x")
+        session.add(user)
+        session.commit()
+        session.refresh(user)
+
+    def session_dep() -> Iterator[Session]:
+        with Session(engine) as session:
+            yield session
+
     app = FastAPI()
     app.include_router(router, prefix="/api/v1")
+    app.dependency_overrides[get_session] = session_dep
+    app.dependency_overrides[get_current_user] = lambda: user
+    app.state.engine = engine
     with TestClient(app) as c:
         yield c
 
@@ -156,3 +182,26 @@ def test_comparison_is_fast(client: TestClient) -> None:
     started = time.perf_counter()
     assert client.post("/api/v1/plan", json=body).status_code == 200
     assert time.perf_counter() - started < 0.5  # the benchmark measures the 50 ms target; this guards regressions
+
+
+def test_every_plan_is_stored_with_its_owner(client: TestClient) -> None:
+    response = _plan(client, methods=["lora"], gpus=["L4"])
+    assert response.status_code == 200
+    plan_id = response.json()["id"]
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        record = session.get(PlanRecord, plan_id)
+        assert record is not None and record.owner_id is not None
+        assert record.request["methods"] == ["lora"] and record.result["estimates"][0]["method"] == "lora"
+
+
+def test_catalog_comes_from_the_database(client: TestClient) -> None:
+    from app.models import CatalogGpu
+
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        gpu = session.get(CatalogGpu, "l4")
+        assert gpu is not None
+        gpu.price_per_hour = 100.0
+        session.add(gpu)
+        session.commit()
+    row = _plan(client, methods=["lora"], gpus=["L4"], dataset_tokens=10**6).json()["estimates"][0]["gpus"][0]
+    assert row["cost"] == pytest.approx(row["seconds"] / 3600 * 100.0, rel=1e-3)

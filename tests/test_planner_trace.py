@@ -88,10 +88,11 @@ def test_plan_task_stores_a_traced_answer() -> None:
             self[key] = value
 
     store = Store()
-    run_plan_trace("k", {"model": "demo", "methods": ["lora", "prompt"], "seq_len": 64, "gpus": ["L4"]}, store)
+    run_plan_trace("k", {"model": "demo", "methods": ["lora", "prompt"], "seq_len": 64, "gpus": ["L4"]}, store,
+                   load_catalog())
     answer = json.loads(store["k"])
     assert [e["method"] for e in answer["estimates"]] == ["lora", "prompt"]
     assert all(e["mode"] == "traced" and e["gpus"][0]["fits"] for e in answer["estimates"])
     run_plan_trace("bad", {"model": "demo", "methods": ["freeze"], "seq_len": 64,
-                           "method_config": {"freeze": {"trainable_layers": 9}}}, store)
+                           "method_config": {"freeze": {"trainable_layers": 9}}}, store, load_catalog())
     assert "trainable_layers" in json.loads(store["bad"])["error"]

@@ -6,14 +6,9 @@ request (dataset already counted) with a key derived from its hash, then
 polls that key; the answer stays cached under it for a day, so asking the
 same question again is instant.
 
-To register (in worker/tasks.py):
-
-    @celery_app.task(name="tunedeck.plan_trace", acks_late=False, ignore_result=True)
-    def plan_trace(key: str, request: dict) -> None:
-        from worker.plan_task import run_plan_trace
-        run_plan_trace(key, request)
-
-and run a worker with `-Q planning` (a CPU worker can serve it).
+Registered in worker/tasks.py as `tunedeck.plan_trace`, routed to the
+`planning` queue, which every worker consumes by default (a CPU worker can
+serve it; TUNEDECK_WORKER_QUEUES=cpu,planning).
 """
 from __future__ import annotations
 
@@ -21,7 +16,7 @@ import json
 import logging
 from typing import Any, Protocol
 
-from app.planner.catalog import load_catalog
+from app.planner.catalog import Catalog
 from app.planner.estimate import RunLength, assemble, badges, method_notes
 from app.planner.memory import MemoryEstimate
 from app.planner.service import PlanError, build_setup, resolve_architecture, resolve_gpus
@@ -35,12 +30,23 @@ class KeyValue(Protocol):
     def set(self, key: str, value: str, ex: int | None = None) -> Any: ...
 
 
-def traced_plan(request: dict[str, Any]) -> dict[str, Any]:
+def database_catalog() -> Catalog:
+    """The catalog an admin edits, so a GPU or architecture added on the page can be traced too."""
+    from sqlmodel import Session
+
+    from app.db import get_engine
+    from app.planner.db_catalog import DbCatalog
+
+    with Session(get_engine()) as session:
+        return DbCatalog(session)
+
+
+def traced_plan(request: dict[str, Any], catalog: Catalog | None = None) -> dict[str, Any]:
     """Trace every requested method; the same answer shape as the instant plan, `mode` = "traced"."""
     from app.planner.trace import trace_step  # torch, transformers, peft
 
     body = PlanRequest.model_validate(request)
-    catalog = load_catalog()
+    catalog = catalog if catalog is not None else database_catalog()
     arch = resolve_architecture(body, catalog)
     gpus = resolve_gpus(body, catalog)
     run = RunLength(dataset_tokens=body.dataset_tokens, epochs=body.epochs)
@@ -67,7 +73,8 @@ def traced_plan(request: dict[str, Any]) -> dict[str, Any]:
             "dataset_tokens": body.dataset_tokens}
 
 
-def run_plan_trace(key: str, request: dict[str, Any], store: KeyValue | None = None) -> None:
+def run_plan_trace(key: str, request: dict[str, Any], store: KeyValue | None = None,
+                   catalog: Catalog | None = None) -> None:
     """The task body: compute, then store the answer (or the error) under `key` for the API to read."""
     if store is None:
         from redis import Redis
@@ -76,7 +83,7 @@ def run_plan_trace(key: str, request: dict[str, Any], store: KeyValue | None = N
 
         store = Redis.from_url(get_settings().resolved_redis_url)
     try:
-        answer: dict[str, Any] = traced_plan(request)
+        answer: dict[str, Any] = traced_plan(request, catalog)
     except PlanError as exc:
         answer = {"error": f"{'.'.join(map(str, exc.loc))}: {exc.message}"}
     except Exception as exc:  # noqa: BLE001 - an architecture the tracer cannot build: say so, keep the worker

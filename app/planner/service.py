@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -21,6 +21,9 @@ from app.planner.estimate import RunLength, badges, instant_estimate
 from app.planner.params import MethodError, trainable_tensors
 from app.planner.setup import TrainingSetup
 from app.schemas.plan import PlanRequest
+
+if TYPE_CHECKING:
+    from app.planner.db_catalog import DbCatalog
 
 BYTES_PER_BPE_TOKEN = 4.0  # a rough English average for BPE vocabularies; byte-level tokenizers: 1
 
@@ -145,7 +148,7 @@ def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: Callable[[str, 
     return {"model": request.model, "estimates": estimates, "badges": badges(estimates), "dataset_tokens": tokens}
 
 
-def catalog_listing(catalog: FileCatalog) -> dict[str, Any]:
+def catalog_listing(catalog: FileCatalog | DbCatalog) -> dict[str, Any]:
     models = []
     for entry in catalog.models():
         arch = catalog.architecture(entry.id)

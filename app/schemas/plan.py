@@ -7,6 +7,7 @@ at `body.method_config.<method>.<field>`, as in the job form.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,7 +93,33 @@ class MethodEstimate(BaseModel):
 
 
 class PlanResponse(BaseModel):
+    id: str | None = Field(None, description="The stored plan (GET /api/v1/plans/{id})")
     model: str | None
     estimates: list[MethodEstimate]
     badges: dict[str, Any]
     dataset_tokens: int | None
+
+
+class PlanSummary(BaseModel):
+    id: str
+    label: str
+    mode: str
+    created_at: datetime
+    methods: list[str] | None
+    seq_len: int | None
+    batch_size: int | None
+    badges: dict[str, Any]
+
+
+class PlansPublic(BaseModel):
+    data: list[PlanSummary]
+    count: int
+
+
+class StoredPlan(BaseModel):
+    id: str
+    label: str
+    mode: str
+    created_at: datetime
+    request: dict[str, Any]
+    result: PlanResponse

@@ -10,9 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import CurrentUser, SessionDep
 from app.planner.architecture import Architecture
-from app.planner.catalog import FileCatalog, load_catalog
+from app.planner.db_catalog import DbCatalog
+from app.planner.estimate import badges
 from app.planner.fit import make_it_fit
+from app.planner.records import store_plan
 from app.planner.service import (PlanError, build_setup, bytes_per_token, catalog_listing, dataset_file_tokens, plan,
                                  resolve_architecture, resolve_gpus)
 from app.schemas.plan import FitRequest, PlanRequest, PlanResponse
@@ -23,7 +26,14 @@ PLAN_TRACE_TASK = "tunedeck.plan_trace"
 TRACE_KEY = "tunedeck:plan:{}"
 TRACE_WAIT_SECONDS = 60.0
 
-CatalogDep = Annotated[FileCatalog, Depends(load_catalog)]
+
+
+def get_plan_catalog(session: SessionDep) -> DbCatalog:
+    """The database catalog (seeded from app/planner/data on first start, edited on /plan/catalog)."""
+    return DbCatalog(session)
+
+
+CatalogDep = Annotated[DbCatalog, Depends(get_plan_catalog)]
 TokenCounter = Callable[[str, Architecture], "int | None"]
 
 
@@ -66,15 +76,24 @@ def get_catalog(catalog: CatalogDep) -> dict[str, Any]:
 
 
 @router.post("", response_model=PlanResponse)
-async def post_plan(body: PlanRequest, request: Request, catalog: CatalogDep,
-                    dataset_tokens: DatasetTokensDep) -> dict[str, Any]:
-    """Peak memory by component, FLOPs, time and cost of each method on each GPU."""
+async def post_plan(body: PlanRequest, request: Request, catalog: CatalogDep, dataset_tokens: DatasetTokensDep,
+                    session: SessionDep, user: CurrentUser) -> dict[str, Any]:
+    """Peak memory by component, FLOPs, time and cost of each method on each GPU; stored as a plan (`id`)."""
+    answer = await compute_plan(body, request, catalog, dataset_tokens)
+    record = await run_in_threadpool(store_plan, session, user, body.model_dump(mode="json", exclude_none=True), answer)
+    return {**answer, "id": record.id}
+
+
+async def compute_plan(body: PlanRequest, request: Request, catalog: DbCatalog,
+                       dataset_tokens: TokenCounter) -> dict[str, Any]:
+    """The instant plan, then (mode=traced) the planning queue's traced estimates in its place."""
     try:
         answer = await run_in_threadpool(plan, body, catalog, dataset_tokens)
     except PlanError as exc:
         raise _unprocessable(exc) from exc
     if body.mode == "traced":
         answer["estimates"] = await _traced(request, body, answer)
+        answer["badges"] = badges(answer["estimates"])
     return answer
 
 

@@ -1,0 +1,111 @@
+"""The planner's catalogs in the database: seeded from the repository's files, edited by an admin.
+
+Why a snapshot: a plan reads every GPU and one model; loading the two small
+tables per request costs a millisecond or two, but parsing architectures
+again and again does not need to happen, so parsed architectures are cached
+by (id, updated_at). Runtime overheads (CUDA context, allocator slack, fit
+margin) stay in the repository's file: they are calibration, not a price list.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from app.models import CatalogGpu, CatalogModel, utcnow
+from app.planner.architecture import Architecture
+from app.planner.catalog import GpuSpec, ModelEntry, Runtime, load_catalog, slug
+
+_ARCHITECTURES: dict[tuple[str, str], Architecture] = {}
+
+
+class DbCatalog:
+    """The `Catalog` the planner reads, from the catalog_gpu and catalog_model tables."""
+
+    def __init__(self, session: Session) -> None:
+        files = load_catalog()
+        self.runtime: Runtime = files.runtime
+        self.models_as_of = files.models_as_of
+        self.gpus_as_of = files.gpus_as_of
+        self._model_rows = {row.id: row for row in session.exec(select(CatalogModel).order_by(CatalogModel.id))}
+        self._models = {row.id: ModelEntry(id=row.id, name=row.name, source=row.source, config=row.config)
+                        for row in self._model_rows.values()}
+        gpu_rows = session.exec(select(CatalogGpu).order_by(CatalogGpu.memory_bytes, CatalogGpu.bf16_tflops))
+        self._gpus = [_gpu_spec(row) for row in gpu_rows]
+        self._gpu_index = {g.id: g for g in self._gpus}
+
+    def models(self) -> list[ModelEntry]:
+        return list(self._models.values())
+
+    def gpus(self) -> list[GpuSpec]:
+        return list(self._gpus)
+
+    def model(self, model_id: str) -> ModelEntry | None:
+        return self._models.get(model_id)
+
+    def gpu(self, name: str) -> GpuSpec | None:
+        return self._gpu_index.get(slug(name))
+
+    def architecture(self, model_id: str) -> Architecture:
+        """The parsed architecture of a catalog model (KeyError if unknown)."""
+        row = self._model_rows[model_id]
+        key = (row.id, row.updated_at.isoformat())
+        if key not in _ARCHITECTURES:
+            _ARCHITECTURES[key] = Architecture.from_config(row.config)
+        return _ARCHITECTURES[key]
+
+
+def _gpu_spec(row: CatalogGpu) -> GpuSpec:
+    return GpuSpec(name=row.name, memory_bytes=row.memory_bytes, bf16_tflops=row.bf16_tflops,
+                   price_per_hour=row.price_per_hour, utilisation=dict(row.utilisation),
+                   sources={str(k): str(v) for k, v in row.sources.items()})
+
+
+def seed_catalogs(session: Session) -> int:
+    """On first start, copy the repository's catalogs into empty tables; returns the rows added.
+
+    A table that already has rows is left alone: an admin's edits win over the files.
+    """
+    files = load_catalog()
+    added = 0
+    if session.exec(select(func.count()).select_from(CatalogGpu)).one() == 0:
+        for gpu in files.gpus():
+            session.add(CatalogGpu(id=gpu.id, name=gpu.name, memory_bytes=gpu.memory_bytes,
+                                   bf16_tflops=gpu.bf16_tflops, price_per_hour=gpu.price_per_hour,
+                                   utilisation=dict(gpu.utilisation), sources=dict(gpu.sources)))
+            added += 1
+    if session.exec(select(func.count()).select_from(CatalogModel)).one() == 0:
+        for model in files.models():
+            session.add(CatalogModel(id=model.id, name=model.name, source=model.source, config=dict(model.config)))
+            added += 1
+    session.commit()
+    return added
+
+
+def save_gpu(session: Session, spec: GpuSpec) -> CatalogGpu:
+    """Add a GPU or replace the one with the same name (its id is the slug of the name)."""
+    row = session.get(CatalogGpu, spec.id) or CatalogGpu(id=spec.id, name=spec.name, memory_bytes=1,
+                                                           bf16_tflops=1.0, price_per_hour=0.0)
+    row.name, row.memory_bytes, row.bf16_tflops = spec.name, spec.memory_bytes, spec.bf16_tflops
+    row.price_per_hour, row.utilisation, row.sources = spec.price_per_hour, dict(spec.utilisation), dict(spec.sources)
+    row.updated_at = utcnow()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def save_model(session: Session, entry: ModelEntry) -> CatalogModel:
+    """Add an architecture or replace the one with the same id; the config must parse first."""
+    Architecture.from_config(entry.config)  # raises ArchitectureError naming the field
+    row = session.get(CatalogModel, entry.id) or CatalogModel(id=entry.id, name=entry.name, config={})
+    row.name, row.source, row.config, row.updated_at = entry.name, entry.source, dict(entry.config), utcnow()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def gpu_row_public(row: CatalogGpu) -> dict[str, Any]:
+    return {"id": row.id, **_gpu_spec(row).model_dump(), "updated_at": row.updated_at.isoformat()}
