@@ -23,6 +23,12 @@ def plan_label(request: dict[str, Any]) -> str:
 
 
 def store_plan(session: Session, owner: User | None, request: dict[str, Any], result: dict[str, Any]) -> PlanRecord:
+    """Store a plan; the same request asked again right after (a page reload) reuses the last record."""
+    if owner is not None:
+        last = session.exec(select(PlanRecord).where(PlanRecord.owner_id == owner.id)
+                            .order_by(PlanRecord.created_at.desc()).limit(1)).first()  # type: ignore[attr-defined]
+        if last is not None and last.request == request and last.result == result:
+            return last
     record = PlanRecord(owner_id=owner.id if owner else None, label=plan_label(request),
                         mode=str(request.get("mode", "instant")), request=request, result=result)
     session.add(record)

@@ -1,0 +1,156 @@
+"""The plan page's form and table, as plain data: form values -> PlanRequest, answer -> rows.
+
+Why apart from the routes: the form speaks strings (an unticked box sends
+nothing, an empty number means "default"), the API speaks JSON; this module
+is the one translation, and the table's numbers (bar widths, badges, launch
+links) are computed here so the template only lays them out.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+from app.planner.catalog import Catalog
+from app.schemas.plan import PlanRequest
+
+PLAN_DEFAULTS: dict[str, Any] = {
+    "model": "llama-3.1-8b", "config_json": "", "dataset": "", "dataset_tokens": "10000000", "seq_len": "2048",
+    "batch_size": "1", "gradient_accumulation": "8", "epochs": "1", "gradient_checkpointing": "on",
+    "precision": "bf16", "optimizer": "", "gpus": ["RTX 4090", "L40S", "A100 80GB", "H100 80GB"],
+}
+SEGMENTS = (  # breakdown key, legend label
+    ("weights", "weights"), ("trainable_weights", "trainable weights"), ("gradients", "gradients"),
+    ("optimizer", "optimiser states"), ("activations", "activations"), ("logits", "logits / loss"),
+    ("runtime_overhead", "runtime overhead"),
+)
+NUMBERS = ("seq_len", "batch_size", "gradient_accumulation", "epochs", "dataset_tokens")
+HUB_URL = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
+
+
+def _text(value: Any) -> str:
+    return str(value).strip() if value is not None else ""
+
+
+def plan_request_from_form(values: dict[str, Any], mode: str = "instant") -> PlanRequest:
+    """Empty inputs fall back to the API's defaults; a pasted config.json replaces the catalog model."""
+    body: dict[str, Any] = {"mode": mode}
+    config_text = _text(values.get("config_json"))
+    if config_text:
+        try:
+            body["config"] = json.loads(config_text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError.from_exception_data("PlanRequest", [InitErrorDetails(
+                type=PydanticCustomError("json_invalid", "config.json is not valid JSON: {e}", {"e": str(exc)}),
+                loc=("config",), input=config_text[:100])]) from exc
+    else:
+        body["model"] = _text(values.get("model")) or None
+    for name in NUMBERS:
+        if _text(values.get(name)):
+            body[name] = _text(values[name])
+    if _text(values.get("dataset")):
+        body["dataset"] = _text(values["dataset"])
+        body.pop("dataset_tokens", None)
+    body["gradient_checkpointing"] = _text(values.get("gradient_checkpointing")) in ("on", "true", "1", "True")
+    if _text(values.get("precision")):
+        body["precision"] = _text(values["precision"])
+    if _text(values.get("optimizer")):
+        body["optimizer"] = _text(values["optimizer"])
+    gpus = [g for g in values.get("gpus") or [] if _text(g)]
+    if gpus:
+        body["gpus"] = gpus
+    methods = [m for m in values.get("methods") or [] if _text(m)]
+    if methods:
+        body["methods"] = methods
+    return PlanRequest.model_validate(body)
+
+
+def form_errors(errors: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """pydantic/API error dicts -> {dotted field: message}, the field first as the 422 names it."""
+    out: dict[str, str] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+        out.setdefault(".".join(loc) or "form", str(error.get("msg", "invalid")))
+    return out
+
+
+def launch_links(methods: Iterable[str], values: dict[str, Any], catalog: Catalog, local_models: set[str]
+                 ) -> dict[str, str]:
+    """The new-job form, pre-filled: a catalog model that is also a local folder goes in `model`, else its hub id."""
+    common: dict[str, str] = {}
+    model = _text(values.get("model"))
+    if not _text(values.get("config_json")) and model:
+        if model in local_models:
+            common["model"] = model
+        else:
+            entry = catalog.model(model)
+            match = HUB_URL.search(entry.source) if entry is not None else None
+            common["hub_model"] = match.group(1) if match else model
+    for name in ("seq_len", "batch_size", "gradient_accumulation"):
+        if _text(values.get(name)):
+            common[name] = _text(values[name])
+    return {m: "/jobs/new?" + urlencode({"method": m, **common}) for m in methods}
+
+
+def _bar(estimate: dict[str, Any], widest: int) -> dict[str, Any]:
+    peak = max(int(estimate["peak_bytes"]), 1)
+    parts = [{"key": key, "label": label, "bytes": int(estimate["breakdown"].get(key, 0)),
+              "pct": round(100 * int(estimate["breakdown"].get(key, 0)) / peak, 2)} for key, label in SEGMENTS]
+    return {"width": round(100 * peak / max(widest, 1), 2), "parts": [p for p in parts if p["bytes"] > 0]}
+
+
+def table_context(answer: dict[str, Any], values: dict[str, Any], catalog: Catalog, local_models: set[str]
+                  ) -> dict[str, Any]:
+    estimates = answer.get("estimates", [])
+    widest = max((int(e["peak_bytes"]) for e in estimates), default=1)
+    gpu_names = [g["name"] for g in estimates[0]["gpus"]] if estimates else []
+    badges = answer.get("badges") or {}
+    rows = []
+    for estimate in estimates:
+        tags = [kind for kind in ("cheapest", "fastest")
+                if badges.get(kind) and badges[kind]["method"] == estimate["method"]]
+        rows.append({**estimate, "bar": _bar(estimate, widest), "tags": tags,
+                     "badge_gpu": {kind: badges[kind]["gpu"] for kind in tags}})
+    return {"rows": rows, "gpu_names": gpu_names, "segments": SEGMENTS, "badges": badges,
+            "dataset_tokens": answer.get("dataset_tokens"),
+            "mode": estimates[0].get("mode", "instant") if estimates else "instant",
+            "launch": launch_links([e["method"] for e in estimates], values, catalog, local_models),
+            "margin": catalog.runtime.fit_margin, "errors": {}}
+
+
+def gib(value: int | float | None) -> str:
+    return "—" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def count(value: int | float | None) -> str:
+    if value is None:
+        return "—"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f} {unit}"
+    return str(int(value))
+
+
+def flops(value: int | float | None) -> str:
+    if value is None:
+        return "—"
+    for unit, size in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if value >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:.0f} FLOP"
+
+
+def hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.4f}"

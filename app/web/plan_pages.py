@@ -1,0 +1,215 @@
+"""The plan page: every method's memory, time and cost for the user's model, data and GPUs.
+
+Why the form posts to fragments: the table re-renders on every change
+(htmx, no reload), so the same PlanRequest the API takes is built from the
+form and answered by the same service; errors come back as a 422 fragment
+that names the field, exactly like the API. Stored plans reopen at
+/plan?plan=<id>. "Exact" waits for the planning worker (up to a minute)
+while the page shows progress.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, QueryParams
+
+from app.api.deps import AdminUser, CurrentUser, JobDep, SessionDep
+from app.api.routes.plan import compute_plan, get_dataset_tokens, get_plan_catalog
+from app.catalog.models import list_models
+from app.datasets.crud import list_datasets
+from app.planner.architecture import ArchitectureError
+from app.planner.catalog_forms import gpu_from_form, model_from_form
+from app.planner.db_catalog import DbCatalog, save_gpu, save_model
+from app.planner.fit import make_it_fit
+from app.planner.job_plan import achieved_tflops, job_measured
+from app.planner import plan_view
+from app.planner.plan_view import PLAN_DEFAULTS, form_errors, launch_links, plan_request_from_form, table_context
+from app.planner.records import get_plan, list_plans, store_plan
+from app.planner.service import PlanError, build_setup, resolve_architecture, resolve_gpus
+from app.schemas.plan import FitRequest, PlanRequest
+from app.web.templating import templates
+
+router = APIRouter(include_in_schema=False)
+CatalogDep = Annotated[DbCatalog, Depends(get_plan_catalog)]
+
+
+def _page_context(request: Request, session: Any, user: Any, catalog: DbCatalog, values: dict[str, Any]
+                  ) -> dict[str, Any]:
+    catalog_ids = {m.id for m in catalog.models()}
+    local = [m.id for m in list_models() if m.id not in catalog_ids]
+    plans, _ = list_plans(session, user, limit=10)
+    return {"values": values, "catalog_models": catalog.models(), "local_models": local,
+            "gpus": catalog.gpus(), "datasets": list_datasets(session, user), "recent": plans,
+            "methods": PlanRequest.model_fields["methods"].default_factory()}  # type: ignore[misc]
+
+
+def _values(source: QueryParams | FormData | dict[str, Any]) -> dict[str, Any]:
+    """Form values with the defaults under them; `gpus` and `methods` stay lists."""
+    values: dict[str, Any] = dict(PLAN_DEFAULTS)
+    getlist = getattr(source, "getlist", None)
+    for key in source.keys():
+        if key in ("gpus", "methods") and getlist is not None:
+            values[key] = [str(v) for v in getlist(key)]
+        else:
+            values[key] = source[key]
+    if isinstance(source, (QueryParams, FormData)) and "gradient_checkpointing" not in source and source.keys():
+        values["gradient_checkpointing"] = ""  # an unticked box sends nothing
+    return values
+
+
+async def _table(request: Request, values: dict[str, Any], catalog: DbCatalog, session: Any, user: Any,
+                 mode: str = "instant", notice: str | None = None) -> Response:
+    try:
+        body = plan_request_from_form(values, mode)
+        answer = await compute_plan(body, request, catalog, get_dataset_tokens(request))
+    except ValidationError as exc:
+        return _errors(request, form_errors(exc.errors()))
+    except PlanError as exc:
+        return _errors(request, {".".join(map(str, exc.loc)): exc.message})
+    except HTTPException as exc:
+        if exc.status_code == 422 and isinstance(exc.detail, list):
+            return _errors(request, form_errors(exc.detail))
+        if mode == "traced":  # no planning worker in time: keep the instant figures and say why
+            return await _table(request, values, catalog, session, user, "instant", notice=str(exc.detail))
+        raise
+    record = await run_in_threadpool(store_plan, session, user, body.model_dump(mode="json", exclude_none=True),
+                                     answer)
+    context = table_context(answer, values, catalog, {m.id for m in list_models()})
+    context.update(plan_id=record.id, notice=notice)
+    return templates.TemplateResponse(request, "plan_table.html", context)
+
+
+def _errors(request: Request, errors: dict[str, str]) -> Response:
+    return templates.TemplateResponse(request, "plan_table.html", {"errors": errors}, status_code=422)
+
+
+@router.get("/plan", response_class=HTMLResponse)
+async def plan_page(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
+                    plan: str | None = None) -> Response:
+    """The page; `?plan=<id>` reopens a stored plan, other query parameters pre-fill the form."""
+    if plan is not None:
+        record = get_plan(session, user, plan)
+        if record is None:
+            raise HTTPException(404, detail="plan not found")
+        values = _values({k: v for k, v in record.request.items() if k not in ("method_config",)})
+        if isinstance(values.get("config"), dict):
+            values["config_json"] = json.dumps(values.pop("config"), indent=1)
+        context = _page_context(request, session, user, catalog, values)
+        context.update(table_context(record.result, values, catalog, {m.id for m in list_models()}))
+        context["plan_id"] = record.id
+        context["reopened"] = record
+        return templates.TemplateResponse(request, "plan.html", context)
+    values = _values(request.query_params)
+    context = _page_context(request, session, user, catalog, values)
+    table = await _table(request, values, catalog, session, user)
+    context["table_html"] = bytes(table.body).decode()
+    return templates.TemplateResponse(request, "plan.html", context, status_code=table.status_code)
+
+
+@router.post("/plan/table", response_class=HTMLResponse)
+async def plan_table(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep) -> Response:
+    """The table for the form as it is now (htmx, on every change); the plan is stored."""
+    return await _table(request, _values(await request.form()), catalog, session, user)
+
+
+@router.post("/plan/exact", response_class=HTMLResponse)
+async def plan_exact(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep) -> Response:
+    """Trace each method on the planning worker and show those figures (waits up to a minute)."""
+    return await _table(request, _values(await request.form()), catalog, session, user, mode="traced")
+
+
+@router.post("/plan/fit", response_class=HTMLResponse)
+async def plan_fit(request: Request, user: CurrentUser, catalog: CatalogDep) -> Response:
+    """Make it fit: for the chosen GPU and method, the micro-batch, accumulation and checkpointing that fit."""
+    values = _values(await request.form())
+    try:
+        base = plan_request_from_form(values, "instant").model_dump(exclude_none=True)
+        base.update(methods=[values.get("fit_method") or "lora"], gpus=[values.get("fit_gpu") or ""])
+        body = FitRequest.model_validate(base)
+        arch = resolve_architecture(body, catalog)
+        setup = build_setup(body, body.methods[0], arch)
+        gpu = resolve_gpus(body, catalog)[0]
+    except ValidationError as exc:
+        return templates.TemplateResponse(request, "plan_fit.html", {"errors": form_errors(exc.errors())},
+                                          status_code=422)
+    except PlanError as exc:
+        return templates.TemplateResponse(request, "plan_fit.html",
+                                          {"errors": {".".join(map(str, exc.loc)): exc.message}}, status_code=422)
+    result = make_it_fit(arch, setup, gpu, catalog.runtime)
+    fitted = {**values, "batch_size": result.batch_size, "gradient_accumulation": result.gradient_accumulation,
+              "gradient_checkpointing": "on" if result.gradient_checkpointing else ""}
+    links = launch_links([setup.method], fitted, catalog, {m.id for m in list_models()})
+    replan = "/plan?" + urlencode([(k, v) for k, v in fitted.items() if k not in ("gpus", "methods", "fit_gpu",
+                                   "fit_method", "csrf_token") and v not in (None, "")])
+    return templates.TemplateResponse(request, "plan_fit.html", {
+        "fit": result, "gpu": gpu, "method": setup.method, "margin": catalog.runtime.fit_margin,
+        "launch": links[setup.method], "replan": replan})
+
+
+@router.get("/jobs/{job_id}/plan", response_class=HTMLResponse)
+def job_plan_fragment(request: Request, job: JobDep) -> HTMLResponse:
+    """Predicted against measured, refreshed when the run ends."""
+    measured = job_measured(job)
+    return templates.TemplateResponse(request, "_job_plan.html", {
+        "job": job, "measured": measured, "achieved_tflops": achieved_tflops(job.plan, measured)})
+
+
+for _name in ("gib", "count", "flops", "hours", "money"):
+    templates.env.filters[_name] = getattr(plan_view, _name)
+templates.env.globals["job_measured"] = job_measured
+templates.env.globals["achieved_tflops"] = achieved_tflops
+
+
+def _catalog_page(request: Request, catalog: DbCatalog, user: Any, errors: dict[str, str] | None = None,
+                  saved: str | None = None, status_code: int = 200) -> HTMLResponse:
+    models = []
+    for entry in catalog.models():
+        try:
+            arch: Any = catalog.architecture(entry.id)
+        except Exception:  # noqa: BLE001 - a row edited outside the page: list it, say it does not parse
+            arch = None
+        models.append({"entry": entry, "arch": arch})
+    return templates.TemplateResponse(request, "catalog.html", {
+        "gpus": catalog.gpus(), "models": models, "runtime": catalog.runtime, "is_admin": bool(user.is_admin),
+        "errors": errors or {}, "saved": saved, "methods": PlanRequest.model_fields["methods"].default_factory(),  # type: ignore[misc]
+    }, status_code=status_code)
+
+
+@router.get("/plan/catalog", response_class=HTMLResponse)
+def catalog_page(request: Request, user: CurrentUser, catalog: CatalogDep, saved: str | None = None) -> HTMLResponse:
+    """GPUs and architectures the planner knows; an admin edits them here."""
+    return _catalog_page(request, catalog, user, saved=saved)
+
+
+@router.post("/plan/catalog/gpus", response_class=HTMLResponse)
+async def catalog_save_gpu(request: Request, session: SessionDep, user: AdminUser) -> Response:
+    """Add a GPU or change one (its price, memory, TFLOP/s, utilisation); admins only (403 otherwise)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    catalog = DbCatalog(session)
+    try:
+        spec = gpu_from_form(form, catalog.gpu(form.get("name", "")))
+    except ValidationError as exc:
+        return _catalog_page(request, catalog, user, errors=form_errors(exc.errors()), status_code=422)
+    save_gpu(session, spec)
+    return RedirectResponse(f"/plan/catalog?saved={quote(spec.name)}", status_code=303)
+
+
+@router.post("/plan/catalog/models", response_class=HTMLResponse)
+async def catalog_save_model(request: Request, session: SessionDep, user: AdminUser) -> Response:
+    """Add an architecture (or replace one) from its config.json; admins only."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    catalog = DbCatalog(session)
+    try:
+        entry = model_from_form(form)
+        save_model(session, entry)
+    except ValidationError as exc:
+        return _catalog_page(request, catalog, user, errors=form_errors(exc.errors()), status_code=422)
+    except ArchitectureError as exc:
+        return _catalog_page(request, catalog, user, errors={f"config.{exc.field}": exc.message}, status_code=422)
+    return RedirectResponse(f"/plan/catalog?saved={quote(entry.id)}", status_code=303)
