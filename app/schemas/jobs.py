@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
 from app.schemas.hyperparameters import Hyperparameters
 from app.schemas.methods import METHOD_OPTIONS, MethodOptions
@@ -75,6 +75,15 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     downloads: dict[str, str]
+    plan: dict[str, Any] | None = Field(None, description="The planner's instant estimate stored at submission")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def measured(self) -> dict[str, Any] | None:
+        """What the run measured (peak memory and its kind, tokens/s), beside `plan`."""
+        from app.planner.job_plan import job_measured
+
+        return job_measured(self)
 
 
 class JobsPublic(BaseModel):

@@ -76,7 +76,7 @@ def jobs_page(
 
 @router.get("/jobs/new", response_class=HTMLResponse)
 def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
-    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user))
+    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user, dict(request.query_params)))
 
 
 @router.get("/jobs/new/options", response_class=HTMLResponse)
