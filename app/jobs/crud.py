@@ -12,6 +12,7 @@ from app.jobs.artifacts import available_downloads
 from app.events.store import append_events
 from app.auth.visibility import can_see
 from app.models import TERMINAL_STATUSES, Dataset, Job, User, utcnow
+from app.planner.job_plan import job_plan
 import importlib.util
 
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
@@ -94,6 +95,7 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
         config=config,
         queue="cpu",
         total_steps=body.hyperparameters.max_steps or 0,
+        plan=job_plan(session, body),
     )
     session.add(job)
     session.flush()
@@ -180,5 +182,5 @@ def to_public(job: Job) -> JobPublic:
         progress=Progress(step=job.step, total=job.total_steps), metrics=job.metrics, summary=job.summary,
         error=job.error, attempt=job.attempt, worker=job.worker, peak_memory_bytes=job.peak_memory_bytes,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-        downloads=downloads(job),
+        downloads=downloads(job), plan=job.plan,
     )
