@@ -140,3 +140,13 @@ class PlanRecord(SQLModel, table=True):
     request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     result: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ModelTrust(SQLModel, table=True):
+    """A model an admin allowed to run its own code (`trust_remote_code`); no other model runs any."""
+
+    __tablename__ = "model_trust"
+
+    model_id: str = Field(primary_key=True, max_length=255, description="`demo`, a folder under DATA_DIR/models, or a hub id")
+    granted_by: str | None = Field(default=None, max_length=64, description="the admin's user id")
+    granted_at: datetime = Field(default_factory=utcnow)
