@@ -94,17 +94,34 @@ def test_every_method_has_validated_options(client: httpx.Client) -> None:
     assert "init_text is required" in response.text
 
 
-def test_a_method_the_workers_cannot_run_yet_is_refused_with_what_to_pick(client: httpx.Client) -> None:
-    from app.schemas.methods import AVAILABLE_METHODS, METHODS
-
-    missing = [m for m in METHODS if m not in AVAILABLE_METHODS]
-    if not missing:
-        pytest.skip("every method is available")
-    body = job_body(method=missing[0])
-    body["method_config"] = {}
+@pytest.mark.parametrize(
+    ("method", "options", "hyperparameters", "loc", "says"),
+    [
+        # The demo model's hidden size is 256 and its limit 512 positions.
+        ("adapters", {"reduction_factor": 512}, {}, ["method_config", "reduction_factor"], "hidden size 256"),
+        ("adapters", {"config": "lora"}, {}, ["method_config", "config"], "houlsby"),
+        ("galore", {"rank": 1024}, {}, ["method_config", "rank"], "hidden size 256"),
+        ("galore", {"target_modules": ["embed_tokens"]}, {}, ["method_config", "target_modules"], "no module named"),
+        ("qlora", {"quant_type": "int3"}, {}, ["method_config", "quant_type"], "nf4"),
+        ("qlora", {"optimizer": "sgd"}, {}, ["method_config", "optimizer"], "paged_adamw_8bit"),
+        ("full", {"optimizer": "lion"}, {}, ["method_config", "optimizer"], "adafactor"),
+        ("prompt", {"num_virtual_tokens": 100}, {"seq_len": 480}, ["method_config", "num_virtual_tokens"],
+         "at most 32 virtual tokens"),
+        ("prefix", {"num_virtual_tokens": 64}, {"seq_len": 500}, ["method_config", "num_virtual_tokens"],
+         "limit of 512"),
+    ],
+)
+def test_method_options_the_model_cannot_take_are_refused_before_queueing(
+    client: httpx.Client, method: str, options: dict, hyperparameters: dict, loc: list[str], says: str
+) -> None:
+    before = _count(client)
+    body = job_body(method=method, hyperparameters=hyperparameters)
+    body["method_config"] = options
     response = client.post("/api/v1/jobs", json=body)
-    assert _locs(response) == [["body", "method"]]
-    assert "pick one of" in response.json()["detail"][0]["msg"]
+    locs = _locs(response)
+    assert locs and locs[0][-len(loc):] == loc, locs
+    assert says in response.text
+    assert _count(client) == before
 
 
 def test_prefix_tuning_with_gradient_checkpointing_is_refused_with_a_reason(client: httpx.Client) -> None:

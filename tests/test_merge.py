@@ -5,10 +5,12 @@ spec has a merged_dir; the runs are test_trainer_methods' (trained once per
 session). The merged folder is loaded with plain transformers, no peft, and
 compared with the float32 base + the PEFT adapter (`PeftModel.from_pretrained`).
 
-For QLoRA that reference is the float32 ("dequantised") base + adapter, into
-which the merge folds the adapter; the 4-bit base + adapter the job trained
-(its probe) differs from both by the base's NF4 quantisation error (about 0.6
-in the logits on the random-init demo model): see worker/merge.py.
+For QLoRA that reference is the base quantised as in training (the job's
+4-bit settings) + adapter: the model the job trained. The merge folds the
+adapter into that base dequantised (worker/merge.py), so the merged folder
+gives the training-time logits; a merge into the original float32 weights
+would be off by the base's NF4 quantisation error (about 0.6 in the logits
+on the random-init demo model), which the tolerance below would catch.
 """
 from __future__ import annotations
 
@@ -68,13 +70,28 @@ def test_merged_model_gives_base_plus_adapter_logits(merged_run: MethodRun) -> N
     from peft import PeftModel
 
     base_path = json.loads((merged_run.artifact / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    if merged_run.method == "qlora":
+        from worker.methods.qlora import load_quantized
+
+        base = load_quantized(base_path, merged_run.case.method_config)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     reference = _all_logits(base, merged_run.artifact)
     with_adapter = _all_logits(PeftModel.from_pretrained(base, merged_run.artifact), merged_run.artifact)
     merged = _all_logits(AutoModelForCausalLM.from_pretrained(merged_run.merged), merged_run.merged)
     for plain, adapted, folded in zip(reference, with_adapter, merged):
         assert (adapted - plain).abs().max() > 1e-2  # the adapter changes something
         assert (folded - adapted).abs().max() < MERGE_TOLERANCE
+
+
+def test_merged_model_gives_the_logits_the_job_reported_at_the_end(merged_run: MethodRun) -> None:
+    """The training process's own probe (for QLoRA: the 4-bit model it trained) is what the merge keeps."""
+    probe = merged_run.summary()["probe"]
+    merged = AutoModelForCausalLM.from_pretrained(merged_run.merged)
+    (logits, *_) = _all_logits(merged, merged_run.merged)
+    reported = torch.tensor(probe["next_token_logits"])
+    assert probe["prompt"] == PROMPTS[0]
+    assert (logits[-1] - reported).abs().max() < MERGE_TOLERANCE
 
 
 @pytest.mark.parametrize("case_id", ["prefix", "full"])

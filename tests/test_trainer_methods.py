@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,8 @@ import torch
 from safetensors import safe_open
 
 from app.demo_dataset import write_demo_dataset
-from tests.test_trainer import REPO_ROOT, Run, run_trainer
+from tests.artifact_probe import probe_in_fresh_process
+from tests.test_trainer import Run, run_trainer
 from worker.demo_model import ensure_demo_model
 from worker.train.loop import PROBE_PROMPT
 
@@ -267,51 +265,6 @@ def _assert_galore_updates_are_low_rank(method_run: MethodRun, base: Path) -> No
         assert rank(delta("lm_head.weight")) > GALORE_RANK  # not targeted: plain AdamW
 
 
-PROBE_SCRIPT = textwrap.dedent(
-    """
-    import json, logging, sys, torch
-    from pathlib import Path
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    kind, artifact, prompt, options = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-    tokenizer = AutoTokenizer.from_pretrained(artifact)
-    if kind == "model":
-        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32)
-    elif kind == "bottleneck":
-        # Our public loader; the base is the one adapter_config.json names.
-        from worker.bottleneck import from_pretrained
-        model = from_pretrained(artifact)
-    else:
-        from peft import PeftModel
-        base = json.loads((artifact / "adapter_config.json").read_text())["base_model_name_or_path"]
-        if kind == "qlora":
-            # The base quantised as in training (the job's options), then the adapter, as peft documents.
-            from transformers import BitsAndBytesConfig
-            logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-            quantization = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=options["quant_type"],
-                bnb_4bit_use_double_quant=options["double_quant"],
-                bnb_4bit_compute_dtype=getattr(torch, options["compute_dtype"]),
-            )
-            base_model = AutoModelForCausalLM.from_pretrained(
-                base, quantization_config=quantization, dtype=torch.float32, device_map="cpu"
-            )
-            # On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for a CPU inference kernel
-            # that needs out_features % 32 == 0 (the demo MLP has 688); the trainer keeps it off
-            # (worker.methods.qlora.without_cpu_packed_inference), and so does this load.
-            for module in base_model.modules():
-                if hasattr(module, "support_avx512bf16_for_cpu"):
-                    module.support_avx512bf16_for_cpu = False
-        else:
-            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base_model, artifact)
-    model.eval()
-    with torch.no_grad():
-        logits = model(**tokenizer(prompt, return_tensors="pt")).logits
-    print(json.dumps(logits[0, -1].tolist()))
-    """
-)
-
-
 @pytest.mark.integration
 def test_download_loads_in_a_fresh_process_with_the_trained_logits(
     method_run: MethodRun, assets: tuple[Path, Path]
@@ -325,13 +278,9 @@ def test_download_loads_in_a_fresh_process_with_the_trained_logits(
         assert config["base_model_name_or_path"] == str(assets[0])
         # generate tells the two adapter kinds apart by these keys.
         assert ("peft_type" in config) is (method_run.case.artifact != "bottleneck")
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE_SCRIPT, method_run.case.artifact, str(method_run.artifact), PROBE_PROMPT,
-         json.dumps(method_run.case.method_config)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    loaded = probe_in_fresh_process(
+        method_run.case.artifact, method_run.artifact, PROBE_PROMPT, method_run.case.method_config
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(loaded) == len(reported)
     assert max(abs(a - b) for a, b in zip(loaded, reported)) < PROBE_TOLERANCE
 

@@ -24,12 +24,12 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-RECORD_NAME = "tunedeck_training.json"
+from worker.merge import training_record
+
 log = logging.getLogger(__name__)
 # bitsandbytes (imported by peft) logs at import that an optional CPU kernels package is
 # missing; it changes nothing here and would only confuse someone trying a download.
@@ -61,17 +61,6 @@ def _looks_like_artifact(folder: Path) -> bool:
     return (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
 
 
-def _training_record(folder: Path) -> dict[str, Any]:
-    path = folder / RECORD_NAME
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def _tokenizer_dir(folder: Path, base_ref: str) -> Path | str:
     return folder if (folder / "tokenizer_config.json").is_file() else base_ref
 
@@ -87,7 +76,7 @@ def _bitsandbytes_available() -> bool:
 def _load_peft(folder: Path, base_ref: str, quantize: bool) -> torch.nn.Module:
     from peft import PeftModel
 
-    config = _training_record(folder).get("config") or {}
+    config = training_record(folder).get("config") or {}
     if quantize and config.get("method") == "qlora" and _bitsandbytes_available():
         from worker.methods.qlora import load_quantized
 

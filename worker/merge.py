@@ -6,21 +6,27 @@ the base reloaded in float32, the saved adapter loaded onto it with
 `PeftModel.from_pretrained`, then `merge_and_unload()` (W + scale·B·A per
 target; DoRA's magnitude/direction update folded in too).
 
-QLoRA is merged the same way, into the float32 base rather than into its
-4-bit form: peft's merge on a 4-bit layer would re-quantise the sum, and a
-plain folder is what users deploy. The merged model therefore equals
-"float32 base + adapter" (what `PeftModel.from_pretrained` gives on the
-unquantised base), not the 4-bit training-time model; the two differ by the
-base's quantisation error.
+QLoRA is merged into the dequantised base: the base is quantised exactly as
+in training (the job's `BitsAndBytesConfig`), each 4-bit weight is
+dequantised back to float32 with bitsandbytes' own `dequantize_4bit`, and the
+adapter is merged into those weights. The merged folder therefore computes
+what the job trained (4-bit base + adapter) up to float32 summation order,
+in a plain float32 model that needs no bitsandbytes. (Merging into the
+original float32 weights instead would add back the quantisation error the
+adapter never saw; peft's merge on the 4-bit layer itself would re-quantise
+the sum.)
 
 The merged weights are saved in the dtype the base declares in its config
 (float32 if it declares none), with the tokenizer and generation config.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -37,11 +43,53 @@ def _declared_dtype(base_model_path: str) -> torch.dtype:
     return FLOAT_DTYPES.get(str(declared), torch.float32)
 
 
-def merged_model(adapter_dir: Path, base_model_path: str) -> PreTrainedModel:
-    """The float32 base with the PEFT adapter in `adapter_dir` merged into its weights (in memory)."""
-    from peft import PeftModel
+def training_record(folder: Path) -> dict[str, Any]:
+    """What the trainer wrote beside an artifact (method, options); {} when absent or unreadable."""
+    path = folder / RECORD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def dequantized_base(base_model_path: str, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """The float32 base whose linear weights are the job's 4-bit weights, dequantised.
+
+    Quantised with the job's own settings, so the weights are bit for bit the
+    ones QLoRA trained against.
+    """
+    import bitsandbytes.functional as bnb_functional
+    from bitsandbytes.nn import Linear4bit
+
+    from worker.methods.qlora import load_quantized
 
     base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
+    quantized = load_quantized(base_model_path, method_config)
+    layers = dict(base.named_modules())
+    with torch.no_grad():
+        for name, module in quantized.named_modules():
+            if isinstance(module, Linear4bit):
+                weight = bnb_functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+                layers[name].weight.copy_(weight.to(torch.float32).reshape(layers[name].weight.shape))
+    del quantized
+    return base
+
+
+def merged_model(adapter_dir: Path, base_model_path: str) -> PreTrainedModel:
+    """The base with the PEFT adapter in `adapter_dir` merged into its weights (in memory).
+
+    The float32 base, or for a QLoRA adapter the dequantised 4-bit base it trained on.
+    """
+    from peft import PeftModel
+
+    config = training_record(adapter_dir).get("config") or {}
+    if config.get("method") == "qlora":
+        base = dequantized_base(base_model_path, config.get("method_config") or {})
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32)
     with warnings.catch_warnings():
         # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; not the user's concern.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -16,7 +16,7 @@ from app.planner.job_plan import job_plan
 import importlib.util
 
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
-from app.schemas.methods import AVAILABLE_METHODS, LORA_TARGET_PRESETS, METHOD_LABELS
+from app.schemas.methods import LORA_TARGET_PRESETS
 
 
 class FieldError(ValueError):
@@ -34,12 +34,6 @@ LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
 
 def check_combination(body: MethodJobCreate) -> None:
     """Refuse what the libraries cannot do, saying why and what to pick instead."""
-    if body.method not in AVAILABLE_METHODS:
-        raise FieldError(
-            ("method",),
-            f"{METHOD_LABELS[body.method]} is not available on the workers yet; "
-            f"pick one of {', '.join(sorted(AVAILABLE_METHODS))}",
-        )
     if body.method == "prefix" and body.hyperparameters.gradient_checkpointing:
         raise FieldError(
             ("hyperparameters", "gradient_checkpointing"),
@@ -56,11 +50,21 @@ def check_against_model(body: MethodJobCreate) -> None:
     except ModelNotFound as exc:
         raise FieldError(("model",), str(exc)) from exc
     limit = info.max_positions
-    if limit is not None and body.hyperparameters.seq_len > limit:
+    seq_len = body.hyperparameters.seq_len
+    if limit is not None and seq_len > limit:
         raise FieldError(
             ("hyperparameters", "seq_len"),
-            f"seq_len {body.hyperparameters.seq_len} is above the model's limit of {limit} positions",
+            f"seq_len {seq_len} is above the model's limit of {limit} positions",
         )
+    virtual = getattr(body.method_config, "num_virtual_tokens", None)
+    if limit is not None and virtual is not None and seq_len + virtual > limit:
+        # Prompt tokens are prepended to the input; prefix key/values shift every position by as many.
+        raise FieldError(
+            ("method_config", "num_virtual_tokens"),
+            f"seq_len {seq_len} + {virtual} virtual tokens is above the model's limit of {limit} positions; "
+            f"use at most {limit - seq_len} virtual tokens or a shorter seq_len",
+        )
+    _check_sizes(body, info.config)
     layers = info.config.get("num_hidden_layers")
     trainable_layers = getattr(body.method_config, "trainable_layers", None)
     if trainable_layers is not None and isinstance(layers, int) and trainable_layers > layers:
@@ -77,6 +81,27 @@ def check_against_model(body: MethodJobCreate) -> None:
                 f"the model has no module named {', '.join(unknown)}; "
                 f"choose from {', '.join(sorted(KNOWN_LINEAR_NAMES))}",
             )
+
+
+def _check_sizes(body: MethodJobCreate, config: dict[str, Any]) -> None:
+    """Options that only make sense below the model's own widths (a bottleneck wider than the layer, a
+    projection rank above the matrix rank) would train something else than asked: refuse them."""
+    hidden = config.get("hidden_size")
+    if not isinstance(hidden, int):
+        return
+    options = body.method_config
+    if body.method == "adapters" and getattr(options, "reduction_factor", 1) > hidden:
+        raise FieldError(
+            ("method_config", "reduction_factor"),
+            f"reduction_factor {options.reduction_factor} is above the model's hidden size {hidden}, "
+            f"which leaves no bottleneck; use at most {hidden} (16 is typical)",
+        )
+    if body.method == "galore" and getattr(options, "rank", 0) > hidden:
+        raise FieldError(
+            ("method_config", "rank"),
+            f"rank {options.rank} is above the model's hidden size {hidden}, the largest rank its "
+            f"matrices' gradients have; use at most {hidden}",
+        )
 
 
 def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
