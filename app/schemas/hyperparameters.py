@@ -18,6 +18,25 @@ class Hyperparameters(BaseModel):
     seed: int = Field(42, ge=0, le=2**31 - 1)
     log_every: int = Field(1, ge=1, le=10_000, description="Steps between metric events")
     gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(
+        50, ge=0, le=1_000_000,
+        description="Steps between checkpoints a retry resumes from (0: none; a cancel still saves one)",
+    )
+    keep_checkpoints: int = Field(3, ge=1, le=100, description="Checkpoints kept; older ones are deleted")
+    eval_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Fraction of the rows held out for evaluation (or give eval_count)"
+    )
+    eval_count: int | None = Field(
+        None, ge=1, le=1_000_000, description="Rows held out for evaluation (or give eval_fraction)"
+    )
+    eval_every: int = Field(
+        0, ge=0, le=1_000_000,
+        description="Steps between evaluation-loss measurements on the held-out rows (0: at the end only)",
+    )
+    sample_every: int = Field(
+        0, ge=0, le=1_000_000,
+        description="Steps between sample generations from a few held-out prompts (0: none)",
+    )
 
     @model_validator(mode="after")
     def _one_length(self) -> "Hyperparameters":
@@ -25,4 +44,8 @@ class Hyperparameters(BaseModel):
             raise ValueError("give either max_steps or epochs, not both")
         if self.max_steps is None and self.epochs is None:
             self.max_steps = 100
+        if self.eval_fraction is not None and self.eval_count is not None:
+            raise ValueError("give either eval_fraction or eval_count, not both")
+        if self.eval_every and self.eval_fraction is None and self.eval_count is None:
+            raise ValueError("eval_every needs held-out rows: set eval_fraction or eval_count")
         return self

@@ -68,3 +68,38 @@ def make_optimizer(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
     )
+
+
+# Checkpoint hooks (worker.train.checkpoint). GaLoreAdamW keeps a `GaLoreProjector`
+# object in each projected weight's optimiser state; checkpoints hold plain tensors and
+# numbers only (they are loaded with `torch.load(weights_only=True)`), so the projector
+# travels as a dict of its fields and is rebuilt on load.
+PROJECTOR_FIELDS = ("rank", "verbose", "update_proj_gap", "scale", "ortho_matrix", "proj_type")
+PROJECTOR_MARK = "__galore_projector__"
+
+
+def optimizer_state_to_plain(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the optimiser's state_dict with every projector as a marked dict."""
+    state = {}
+    for index, values in state_dict["state"].items():
+        values = dict(values)
+        projector = values.get("projector")
+        if projector is not None and not isinstance(projector, dict):
+            values["projector"] = {PROJECTOR_MARK: True, **{f: getattr(projector, f) for f in PROJECTOR_FIELDS}}
+        state[index] = values
+    return {**state_dict, "state": state}
+
+
+def optimizer_state_from_plain(optimizer: torch.optim.Optimizer) -> None:
+    """Turn the marked dicts a loaded state_dict left in `optimizer.state` back into projectors."""
+    from galore_torch.galore_projector import GaLoreProjector
+
+    for values in optimizer.state.values():
+        plain = values.get("projector")
+        if isinstance(plain, dict) and plain.get(PROJECTOR_MARK):
+            projector = GaLoreProjector(
+                plain["rank"], verbose=plain["verbose"], update_proj_gap=plain["update_proj_gap"],
+                scale=plain["scale"], proj_type=plain["proj_type"],
+            )
+            projector.ortho_matrix = plain["ortho_matrix"]
+            values["projector"] = projector

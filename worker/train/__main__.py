@@ -1,4 +1,5 @@
-"""Entry point: `python -m worker.train SPEC_PATH`; exit 0 on success, 1 on failure.
+"""Entry point: `python -m worker.train SPEC_PATH`; exit 0 on success, 1 on failure,
+3 (`stop.STOPPED_EXIT`) when SIGTERM stopped it at a step boundary after a checkpoint.
 
 Failures become an `error` event with a short message fit for the job's
 `error` field, plus the full traceback as a `log` event for whoever debugs
@@ -42,11 +43,15 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         events.error("usage: python -m worker.train SPEC_PATH", "UsageError")
         return 2
+    from worker.train.stop import STOPPED_EXIT, Stopped
+
     try:
         from worker.train.loop import train
         from worker.train.spec import load_spec
 
         train(load_spec(Path(argv[0])))
+    except Stopped:
+        return STOPPED_EXIT  # not a failure: the loop has saved its state and said so
     except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as an event
         events.log(traceback.format_exc())
         events.error(short_message(exc), type(exc).__name__)

@@ -107,6 +107,36 @@ def load_examples(
     return examples, dropped
 
 
+def split_holdout(
+    examples: list[Example], fraction: float | None, count: int | None, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(training rows, held-out rows). The held-out rows are picked by a generator seeded
+    with the job's seed alone, so a resumed run holds out exactly the same rows.
+
+    Both keep the dataset's order. Holding out everything is refused: nothing would train.
+    """
+    if fraction is None and count is None:
+        return examples, []
+    n = count if count is not None else max(1, round(len(examples) * (fraction or 0.0)))
+    if n >= len(examples):
+        raise ValueError(
+            f"holding out {n} rows for evaluation leaves none of the {len(examples)} usable rows to train on; "
+            "lower eval_count or eval_fraction"
+        )
+    picked = set(torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()[:n])
+    train = [e for i, e in enumerate(examples) if i not in picked]
+    held_out = [e for i, e in enumerate(examples) if i in picked]
+    return train, held_out
+
+
+def prompt_ids(example: Example) -> list[int]:
+    """The tokens before the first one that carries loss: bos + the prompt, as training saw it."""
+    for i, label in enumerate(example.labels):
+        if label != IGNORE_INDEX:
+            return example.input_ids[:i]
+    return list(example.input_ids)
+
+
 def collate(examples: list[Example], pad_id: int) -> Batch:
     """Right-pad to the longest row of this batch, not to seq_len: short rows stay cheap."""
     width = max(len(e.input_ids) for e in examples)
@@ -131,7 +161,10 @@ class BatchStream:
     """An endless stream of batches over reshuffled epochs.
 
     Batches run across epoch boundaries so every batch is full; `epoch`
-    reports progress as rows consumed / rows in the dataset.
+    reports progress as rows consumed / rows in the dataset. `consumed` is
+    also the data position a checkpoint records: set it before iterating and
+    the stream continues exactly where that run stopped (the order depends on
+    the seed and the epoch alone).
     """
 
     def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int) -> None:
@@ -154,6 +187,8 @@ class BatchStream:
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._order()
+        for _ in range(self.consumed):  # skip what a resumed run already trained on
+            next(order)
         while True:
             picked = [self.examples[next(order)] for _ in range(self.batch_size)]
             self.consumed += self.batch_size

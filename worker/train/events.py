@@ -34,8 +34,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def log(message: str) -> None:
-    emit("log", {"message": message})
+def log(message: str, **fields: Any) -> None:
+    """A log line; `fields` are structured extras the API and the page read
+    (`checkpoint` {step}, `sample` {step, prompt, completion}, `resumed_from`, `stopped`)."""
+    emit("log", {"message": message, **fields})
 
 
 def metric(
@@ -47,8 +49,14 @@ def metric(
     tokens_per_second: float,
     grad_norm: float,
     epoch: float,
+    **extra: Any,
 ) -> None:
-    """`step` is the 1-based optimizer step; `epoch` counts passes over the data as a fraction."""
+    """`step` is the 1-based optimizer step; `epoch` counts passes over the data as a fraction.
+
+    `extra` carries what the loop adds: `memory_mb` and `elapsed_seconds` on
+    every point, `eval_loss` at evaluation steps, `resumed: true` on the first
+    point after a resume (the charts' marker).
+    """
     emit(
         "metric",
         {
@@ -59,6 +67,7 @@ def metric(
             "tokens_per_second": tokens_per_second,
             "grad_norm": grad_norm,
             "epoch": epoch,
+            **extra,
         },
     )
 

@@ -27,15 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import make_optimizer
-from worker.train import events
-from worker.train.data import IGNORE_INDEX, Batch, BatchStream, load_examples
+from worker.train import checkpoint, events
+from worker.train.data import BatchStream, load_examples, split_holdout
+from worker.train.evaluate import eval_loss
+from worker.train.loss import summed_loss  # noqa: F401 - re-exported: the planner's trace names it here
+from worker.train.samples import generate_samples, pick_prompts
 from worker.train.spec import TrainSpec
+from worker.train.stop import StopRequest, Stopped
 
 GRAD_CLIP = 1.0  # max global grad norm; keeps early random-init steps from blowing up
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak rather than to zero
@@ -98,19 +101,6 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, sum(parameter_count(p) for p in model.parameters())
 
 
-def summed_loss(model: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
-    """Sum of next-token cross-entropy over response tokens; the caller divides."""
-    input_ids = batch.input_ids.to(device)
-    logits = model(input_ids=input_ids, attention_mask=batch.attention_mask.to(device)).logits
-    # Prompt tuning prepends its virtual tokens, so its logits are that many
-    # positions longer than the input; the input's own positions are the last ones.
-    logits = logits[:, logits.shape[1] - input_ids.shape[1]:]
-    targets = batch.labels[:, 1:].to(device)
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-
-
 def probe_logits(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> list[float]:
     """Next-token logits (full vocabulary) after PROBE_PROMPT, in eval mode, without gradients."""
     batch = tokenizer(PROBE_PROMPT, return_tensors="pt")
@@ -127,6 +117,18 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_memory_mb(device: torch.device) -> float:
+    """Memory in use now, for the chart: allocated tensors on CUDA, resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            resident_pages = int(handle.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_memory_bytes(device) / 2**20
 
 
 def _seal_tree(folder: Path) -> None:
@@ -205,8 +207,27 @@ def save_merged(method: Method, artifact: Path, spec: TrainSpec) -> Path | None:
     return Path(merged)
 
 
+def build_optimizer(method: Method, model: torch.nn.Module, spec: TrainSpec) -> tuple[torch.optim.Optimizer, str]:
+    """The method's own optimiser if it builds one (GaLore), else the one the options name."""
+    hp = spec.config.hyperparameters
+    own_optimizer = getattr(method, "make_optimizer", None)
+    if own_optimizer is not None:
+        optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
+        return optimizer, str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
+    choice = optimizer_name(spec.config.method_config)
+    return make_optimizer(model, choice, hp.learning_rate, hp.weight_decay), choice
+
+
 def train(spec: TrainSpec) -> Path:
-    """Run one job from its spec, emitting events; return the artifact folder."""
+    """Run one job from its spec, emitting events; return the artifact folder.
+
+    With `spec.resume` and a complete checkpoint, the run continues after
+    that checkpoint's step with its weights, optimiser state, RNG states and
+    data position, so the steps (and, on the CPU, the numbers) continue as
+    if it had never stopped. SIGTERM ends it at the next step boundary with a
+    checkpoint (`Stopped`).
+    """
+    stop = StopRequest.install()
     hp = spec.config.hyperparameters
     fault = parse_fault(os.environ.get("TUNEDECK_FAULT", ""))
     hf_logging.disable_progress_bar()  # tqdm bars are noise in a job log; warnings still show
@@ -236,28 +257,64 @@ def train(spec: TrainSpec) -> Path:
     # Padding never reaches the loss or attention, so any id will do when there is no pad token.
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
     examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len)
+    examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
     total_steps = hp.total_steps(len(examples))
     events.log(
-        f"Dataset: {len(examples)} rows" + (f" ({dropped} dropped: prompt fills seq_len)" if dropped else "")
+        f"Dataset: {len(examples)} training rows" + (f", {len(held_out)} held out for evaluation" if held_out else "")
+        + (f" ({dropped} dropped: prompt fills seq_len)" if dropped else "")
         + f"; {total_steps} steps of {hp.batch_size}×{hp.gradient_accumulation} rows"
     )
     stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
-    batches = iter(stream)
-    own_optimizer = getattr(method, "make_optimizer", None)
-    if own_optimizer is not None:
-        optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
-        optimizer_choice = str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
-    else:
-        optimizer_choice = optimizer_name(spec.config.method_config)
-        optimizer = make_optimizer(model, optimizer_choice, hp.learning_rate, hp.weight_decay)
+    optimizer, optimizer_choice = build_optimizer(method, model, spec)
     events.log(f"Optimizer: {optimizer_choice}")
     trainable_params = [p for p in model.parameters() if p.requires_grad]
+    sample_prompts = pick_prompts(held_out, examples) if hp.sample_every else []
 
+    # Where to start: the newest complete checkpoint when resuming, else step 0 with none left over.
+    folder = spec.checkpoints
+    debris = checkpoint.remove_debris(folder)
+    if debris:
+        events.log(f"Removed {len(debris)} incomplete checkpoint folder(s) left by an earlier attempt")
+    start_step, elapsed_before, resumed, loss_value = 0, 0.0, False, float("nan")
+    found = checkpoint.latest(folder) if spec.resume else None
+    if found is not None:
+        # Last thing before the loop: it restores the RNG states, which building the model drew from.
+        state = checkpoint.load(found, model=model, optimizer=optimizer, method=method)
+        start_step, elapsed_before, resumed = state.step, state.elapsed_seconds, True
+        loss_value = float("nan") if state.loss is None else float(state.loss)
+        stream.consumed = state.consumed_rows
+        events.log(f"Resumed from {found.name}: continuing at step {start_step + 1} of {total_steps}",
+                   resumed_from=start_step)
+    elif checkpoint.remove_all(folder):
+        events.log("Starting afresh: removed the checkpoints of an earlier run")
+    batches = iter(stream)
+
+    def save_checkpoint(step: int, loss_value: float, elapsed: float) -> None:
+        started = time.perf_counter()
+        path = checkpoint.save(
+            folder, step=step, model=model, optimizer=optimizer, method=method, method_name=spec.config.method,
+            save_adapter=lambda tmp: method.save(model, tmp, spec.model_path),
+            info={
+                "job_id": spec.job_id, "total_steps": total_steps, "consumed_rows": stream.consumed,
+                "epoch": stream.epoch, "loss": loss_value, "elapsed_seconds": elapsed,
+                "schedule": {"kind": "warmup_cosine", "warmup_steps": hp.warmup_steps,
+                             "peak_learning_rate": hp.learning_rate, "min_lr_ratio": MIN_LR_RATIO},
+            },
+        )
+        removed = checkpoint.prune(folder, hp.keep_checkpoints)
+        events.log(
+            f"Saved {path.name} ({time.perf_counter() - started:.2f} s)"
+            + (f"; removed checkpoint-{', checkpoint-'.join(map(str, removed))}" if removed else ""),
+            checkpoint={"step": step, "name": path.name},
+        )
+
+    if stop.requested:  # asked to stop while loading: nothing new to save
+        raise Stopped(start_step)
     model.train()
+    loop_started = time.perf_counter()
     run_tokens, run_seconds = 0, 0.0
     window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
-    loss_value = float("nan")
-    for step in range(1, total_steps + 1):
+    for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
         for group in optimizer.param_groups:
@@ -280,9 +337,17 @@ def train(spec: TrainSpec) -> Path:
         run_tokens, run_seconds = run_tokens + tokens, run_seconds + seconds
         window_loss += loss_value
         window_tokens, window_seconds, window_steps = window_tokens + tokens, window_seconds + seconds, window_steps + 1
-        if step % hp.log_every == 0 or step == total_steps:
+        last = step == total_steps
+        evaluate = bool(held_out) and (last or (hp.eval_every > 0 and step % hp.eval_every == 0))
+        if step % hp.log_every == 0 or last or evaluate:
             # Average over the steps since the last report, so sparse logging still shows the trend.
             mean_loss = window_loss / window_steps
+            extra: dict[str, object] = {}
+            if evaluate:
+                extra["eval_loss"] = eval_loss(model, held_out, hp.batch_size, pad_id, device)
+            if resumed:
+                extra["resumed"] = True  # the first point after a resume: the charts mark it
+                resumed = False
             events.metric(
                 step=step,
                 total=total_steps,
@@ -291,10 +356,28 @@ def train(spec: TrainSpec) -> Path:
                 tokens_per_second=window_tokens / max(window_seconds, 1e-9),
                 grad_norm=grad_norm,
                 epoch=stream.epoch,
+                memory_mb=current_memory_mb(device),
+                elapsed_seconds=elapsed_before + time.perf_counter() - loop_started,
+                **extra,
             )
-            events.log(f"Step {step}/{total_steps} loss {mean_loss:.4f} lr {lr:.2e} grad norm {grad_norm:.3f}")
+            events.log(
+                f"Step {step}/{total_steps} loss {mean_loss:.4f} lr {lr:.2e} grad norm {grad_norm:.3f}"
+                + (f" eval loss {extra['eval_loss']:.4f}" if "eval_loss" in extra else "")
+            )
             window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+        if sample_prompts and (step % hp.sample_every == 0 or last):
+            for sample in generate_samples(model, tokenizer, sample_prompts, device, step, lambda: stop.requested):
+                events.log(f"Sample at step {step}: {sample['prompt']!r} → {sample['completion']!r}", sample=sample)
+        saved = hp.checkpoint_every > 0 and step % hp.checkpoint_every == 0
+        if saved:
+            save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started)
         inject_fault(fault, step)
+        if stop.requested and not last:
+            if not saved:
+                save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started)
+            events.log(f"Stopped at step {step} of {total_steps} on request; a retry resumes from checkpoint-{step}",
+                       stopped={"step": step})
+            raise Stopped(step)
 
     record = {
         "job_id": spec.job_id,

@@ -30,11 +30,19 @@ class TrainHyperparameters(BaseModel):
     seed: int = 42
     log_every: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(50, ge=0)  # 0: none (a cancel still saves one)
+    keep_checkpoints: int = Field(3, ge=1)
+    eval_fraction: float | None = Field(None, gt=0, lt=1)
+    eval_count: int | None = Field(None, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: only at the end, when rows are held out
+    sample_every: int = Field(0, ge=0)  # 0: no samples
 
     @model_validator(mode="after")
     def _exactly_one_length(self) -> "TrainHyperparameters":
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("exactly one of max_steps and epochs must be set")
+        if self.eval_fraction is not None and self.eval_count is not None:
+            raise ValueError("give either eval_fraction or eval_count, not both")
         return self
 
     def total_steps(self, rows: int) -> int:
@@ -66,7 +74,16 @@ class TrainSpec(BaseModel):
     output_dir: Path
     # Where the merged model goes for methods that have one (LoRA, DoRA, QLoRA); none if unset.
     merged_dir: Path | None = None
+    # `<job dir>/checkpoints` (app.jobs.checkpoints); defaults to output_dir's sibling.
+    checkpoint_dir: Path | None = None
+    # Continue from the newest complete checkpoint when there is one; else start afresh
+    # (and drop any checkpoints an earlier run left, so they cannot be mistaken for this run's).
+    resume: bool = False
     config: JobConfig
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir if self.checkpoint_dir is not None else self.output_dir.parent / "checkpoints"
 
 
 def load_spec(path: Path) -> TrainSpec:
