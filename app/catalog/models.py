@@ -22,6 +22,10 @@ class ModelNotFound(LookupError):
     """The reference names no local folder, or the hub cannot give its config."""
 
 
+class RemoteCodeNotAllowed(ModelNotFound):
+    """The model ships its own code (`auto_map`) and no admin allowed it to run."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
@@ -29,11 +33,16 @@ class ModelInfo:
     config: dict[str, Any]
 
     @property
+    def needs_remote_code(self) -> bool:
+        """Its config maps Auto classes to Python files in the model repo (`auto_map`)."""
+        return bool(self.config.get("auto_map"))
+
+    @property
     def max_positions(self) -> int | None:
         value = self.config.get("max_position_embeddings")
         return int(value) if isinstance(value, int) else None
 
-    def public(self) -> dict[str, Any]:
+    def public(self, trusted: bool = False) -> dict[str, Any]:
         cfg = self.config
         return {
             "id": self.id,
@@ -44,6 +53,8 @@ class ModelInfo:
             "num_hidden_layers": cfg.get("num_hidden_layers"),
             "vocab_size": cfg.get("vocab_size"),
             "max_position_embeddings": cfg.get("max_position_embeddings"),
+            "custom_code": self.needs_remote_code,
+            "trust_remote_code": trusted,
         }
 
 
@@ -71,6 +82,20 @@ def list_models() -> list[ModelInfo]:
 
 
 def get_model(model_id: str) -> ModelInfo:
+    """The model's info; a model with its own code must be on the admin allow-list (app.catalog.trust)."""
+    info = _find_model(model_id)
+    if info.needs_remote_code:
+        from app.catalog.trust import remote_code_allowed
+
+        if not remote_code_allowed(model_id):
+            raise RemoteCodeNotAllowed(
+                f"{model_id} ships its own Python code (auto_map in config.json), which runs only "
+                "if an admin allows it (trust_remote_code); ask an admin, or pick another model"
+            )
+    return info
+
+
+def _find_model(model_id: str) -> ModelInfo:
     folder = _local_folder(model_id)
     if folder is not None:
         source = "demo" if model_id == DEMO_MODEL_ID else "local"

@@ -25,8 +25,10 @@ from app.web.templating import templates
 from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.workers import live_workers
+from app.web import models_page
 
 router = APIRouter(include_in_schema=False)
+router.include_router(models_page.router)  # /models: the models page and its trust switch
 
 
 def _options_context(method: str, values: dict[str, str] | None = None,

@@ -60,8 +60,13 @@ def get_method(name: str) -> Method:
 
 
 def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
-    """The base in float32 on the CPU; the loop moves it to the training device."""
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    """The base in float32 on the CPU; the loop moves it to the training device.
+
+    A model's own code runs only if an admin allowed that model (app.catalog.trust)."""
+    from app.catalog.trust import remote_code_allowed
+
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32,
+                                                trust_remote_code=remote_code_allowed(model_path))
 
 
 def load_base(

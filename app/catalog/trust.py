@@ -1,0 +1,64 @@
+"""Which models may run their own code (`trust_remote_code`): none, unless an admin allowed it.
+
+A model folder or hub repo whose `config.json` has an `auto_map` ships Python
+that `from_pretrained(..., trust_remote_code=True)` imports and runs. That is
+arbitrary code on the worker, so it is off for every model and only an admin
+turns it on, one model at a time. The trainer asks `remote_code_allowed`
+before it loads a model; the API refuses jobs on such models until then.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from app import storage
+from app.db import get_engine
+from app.models import ModelTrust, User
+
+REMOTE_CODE_WARNING = (
+    "This model runs its own Python code on the workers (trust_remote_code). "
+    "Allow it only if you have read that code and pinned the revision you read."
+)
+
+
+def trusted_ids(session: Session) -> set[str]:
+    return set(session.exec(select(ModelTrust.model_id)))
+
+
+def is_trusted(session: Session, model_id: str) -> bool:
+    return session.get(ModelTrust, model_id) is not None
+
+
+def allow(session: Session, model_id: str, admin: User) -> ModelTrust:
+    row = session.get(ModelTrust, model_id)
+    if row is None:
+        row = ModelTrust(model_id=model_id, granted_by=admin.id)
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+    return row
+
+
+def revoke(session: Session, model_id: str) -> bool:
+    row = session.get(ModelTrust, model_id)
+    if row is None:
+        return False
+    session.delete(row)
+    session.commit()
+    return True
+
+
+def model_id_for_path(model_path: str) -> str:
+    """The catalog id of what the trainer loads: a folder under the models dir is its name, else the hub id."""
+    path = Path(model_path)
+    if path.is_absolute():
+        models = storage.models_dir().resolve()
+        return path.resolve().name if path.resolve().parent == models else str(path)
+    return model_path
+
+
+def remote_code_allowed(model_path: str) -> bool:
+    """For the worker: pass `trust_remote_code=True` only for a model on the allow-list."""
+    with Session(get_engine()) as session:
+        return is_trusted(session, model_id_for_path(model_path))
