@@ -109,6 +109,29 @@ def post_fit(body: FitRequest, catalog: CatalogDep) -> dict[str, Any]:
     return {"method": setup.method, "gpu": gpu.name, **make_it_fit(arch, setup, gpu, catalog.runtime).public()}
 
 
+async def _planning_worker_free(redis: Any) -> None:
+    """Fail at once (503) rather than after a minute when no worker could take the trace now.
+
+    A worker runs one task at a time, so one busy training a job traces only after it.
+    """
+    from sqlmodel import Session
+
+    from app.db import get_engine
+    from app.workers import live_workers
+
+    try:
+        with Session(get_engine()) as session:
+            workers = [w for w in await live_workers(redis, session) if "planning" in (w.get("queues") or [])]
+    except Exception as exc:  # noqa: BLE001 - Redis down: "cannot trace now"
+        raise HTTPException(503, detail=f"could not reach the planning queue: {exc}") from exc
+    if not workers:
+        raise HTTPException(503, detail="no worker consumes the planning queue (TUNEDECK_WORKER_QUEUES=cpu,planning); "
+                                        "the instant estimate stands")
+    if all(w.get("running") for w in workers):
+        raise HTTPException(503, detail="every planning worker is busy training a job; "
+                                        "the instant estimate stands (try again when it finishes)")
+
+
 async def _traced(request: Request, body: PlanRequest, instant: dict[str, Any]) -> list[dict[str, Any]]:
     """Ask the planning queue to trace each method; wait for its answer in Redis (cached by request hash)."""
     redis = getattr(request.app.state, "redis", None)
@@ -120,6 +143,7 @@ async def _traced(request: Request, body: PlanRequest, instant: dict[str, Any]) 
     key = TRACE_KEY.format(hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32])
     cached = await redis.get(key)
     if cached is None:
+        await _planning_worker_free(redis)
         from worker.celery_app import celery_app  # celery only; no torch
 
         try:
