@@ -20,7 +20,8 @@ from sqlmodel import Session, select
 
 from app.db import get_engine
 from app.dispatch import enqueue_job
-from app.events.store import append_events
+from app.events.store import append_events, store_batch
+from app.events.stream import parse_entry, publish, stream_key
 from app.models import Job, utcnow
 from app.settings import get_settings
 
@@ -30,31 +31,67 @@ LOCK_KEY = "tunedeck:reconciler-lock"
 EPOCH_KEY = "tunedeck:broker-epoch"  # vanishes when Redis loses its data
 
 
-def _requeue_lost_running(session: Session) -> list[tuple[str, str]]:
+def _salvage_live_events(session: Session, redis: Redis, job: Job) -> None:
+    """Store what the dead attempt published live but never flushed to the database.
+
+    Watchers saw those events under their sequence numbers; storing them keeps the
+    history equal to what was shown, and makes the next event number come after
+    them, so no number is ever given to two different events.
+    """
+    entries = redis.xrange(stream_key(job.id), min=f"0-{job.event_seq + 1}", max="+")
+    batch, expected = [], job.event_seq + 1
+    for entry_id, fields in entries:
+        seq, kind, data = parse_entry(entry_id, fields)
+        if seq != expected:
+            break
+        batch.append((seq, kind, data))
+        expected += 1
+    if batch:
+        store_batch(session, job.id, batch)
+        session.flush()
+        session.expire(job)
+
+
+def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str]]:
     now = utcnow()
     settings = get_settings()
     lost = session.exec(select(Job).where(
         Job.status.in_(("running", "cancelling")), Job.lease_expires_at < now)).all()  # type: ignore[attr-defined, operator]
     requeued = []
     for job in lost:
-        if job.cancel_requested or job.attempt >= settings.max_attempts:
-            status = "cancelled" if job.cancel_requested else "failed"
-            error = None if job.cancel_requested else f"worker lost (attempt {job.attempt} of {settings.max_attempts})"
-            values = {"status": status, "error": error, "finished_at": now, "lease_expires_at": None}
-            event = {"status": status, **({"error": error} if error else {})}
+        job_id, attempt, status = job.id, job.attempt, job.status
+        if job.cancel_requested or attempt >= settings.max_attempts:
+            final = "cancelled" if job.cancel_requested else "failed"
+            error = None if job.cancel_requested else f"worker lost (attempt {attempt} of {settings.max_attempts})"
+            values = {"status": final, "error": error, "finished_at": now, "lease_expires_at": None}
+            event = {"status": final, **({"error": error} if error else {})}
         else:
             values = {"status": "queued", "lease_expires_at": None, "resume": True}
             event = {"status": "queued", "retry": True, "resume": True, "reason": "worker lost"}
         changed = session.exec(update(Job).where(  # type: ignore[call-overload]
-            Job.id == job.id, Job.attempt == job.attempt, Job.status == job.status).values(**values))
-        if changed.rowcount == 1:
-            append_events(session, job.id, [("status", event)])
-            session.commit()
-            if values["status"] == "queued":
-                requeued.append((job.id, job.queue))
-        else:
+            Job.id == job_id, Job.attempt == attempt, Job.status == status).values(**values))
+        if changed.rowcount != 1:
             session.rollback()
+            continue
+        try:
+            _salvage_live_events(session, redis, job)
+        except Exception as exc:  # noqa: BLE001 - Redis lost its data too: the database history stands
+            log.warning("job %s: live events not salvaged: %s", job_id, exc)
+        (row,) = append_events(session, job_id, [("status", event)])
+        session.commit()
+        _announce(redis, job_id, row.seq, event)
+        log.info("reconciler: job %s attempt %s lost its worker: %s", job_id, attempt, values["status"])
+        if values["status"] == "queued":
+            requeued.append((job_id, job.queue))
     return requeued
+
+
+def _announce(redis: Redis, job_id: str, seq: int, event: dict) -> None:
+    """Live watchers see the change at once, not at their next database poll."""
+    try:
+        publish(redis, job_id, seq, "status", event, get_settings().event_stream_maxlen)
+    except Exception as exc:  # noqa: BLE001 - stored already; watchers replay it from the database
+        log.warning("job %s: status event %s not published: %s", job_id, seq, exc)
 
 
 def _stale_queued(session: Session, everything: bool) -> list[tuple[str, str]]:
@@ -71,7 +108,7 @@ def reconcile_once(redis: Redis) -> int:
         return 0
     broker_lost = bool(redis.set(EPOCH_KEY, utcnow().isoformat(), nx=True))
     with Session(get_engine()) as session:
-        to_send = _requeue_lost_running(session) + _stale_queued(session, everything=broker_lost)
+        to_send = _requeue_lost_running(session, redis) + _stale_queued(session, everything=broker_lost)
     for job_id, queue in to_send:
         log.info("reconciler: enqueuing job %s on %s", job_id, queue)
         enqueue_job(job_id, queue)
