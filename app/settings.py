@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: int = Field(200, description="Largest dataset upload accepted")
-    worker_queues: str = Field("cpu,planning", description="Comma-separated Celery queues a worker consumes (planning: traced plans)")
+    worker_queues: str = Field(
+        "auto,planning",
+        description="Comma-separated Celery queues a worker consumes: auto = the memory classes of its "
+        "accelerator (cpu, or gpu-16 … gpu-141), planning = traced plans",
+    )
     event_stream_maxlen: int = Field(10_000, description="Events kept per job in its Redis stream")
     cancel_grace_seconds: float = Field(10.0, description="Time a cancelled trainer gets before it is killed")
 

@@ -56,7 +56,7 @@ class Stack:
     def start_redis(self) -> None:
         self.procs["redis"] = start_redis(self.data_dir / "redis", self.redis_port)  # type: ignore[assignment]
 
-    def start_worker(self, name: str = "worker", queues: str = "cpu,planning", extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", queues: str = "auto,planning", extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         from app.cli import worker_command
 
         return self._spawn(name, worker_command(queues, f"{name}@%h"), extra_env)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_init, worker_ready, worker_shutdown
 
+from app.routing import AUTO_QUEUES, queues_for_accelerator
+from worker.accelerator import detect
 from worker.celery_app import celery_app
 from worker.heartbeat import Heartbeat
 from worker.reconciler import Reconciler
@@ -22,6 +24,18 @@ def plan_trace(key: str, request: dict[str, Any]) -> None:
     from worker.plan_task import run_plan_trace  # torch, transformers, peft: only when a plan is traced
 
     run_plan_trace(key, request)
+
+
+@celeryd_after_setup.connect
+def _serve_this_accelerators_memory_classes(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """`-Q auto` stands for the queues this worker's accelerator can serve (app.routing), read at start."""
+    queues = instance.app.amqp.queues
+    if AUTO_QUEUES not in queues.consume_from:
+        return
+    queues.deselect([AUTO_QUEUES])
+    accelerator = detect()
+    for name in queues_for_accelerator(accelerator.kind, accelerator.memory_bytes):
+        queues.select_add(name)
 
 
 @worker_init.connect

@@ -1,22 +1,29 @@
 """Job rows: create, read, cancel. Routes stay thin; the rules live here."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from sqlalchemy import func, update
 from sqlmodel import Session, select
 
+from app.auth.visibility import can_see
 from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
-from app.jobs.artifacts import available_downloads
 from app.events.store import append_events
-from app.auth.visibility import can_see
+from app.jobs.artifacts import available_downloads
 from app.models import TERMINAL_STATUSES, Dataset, Job, User, utcnow
 from app.planner.job_plan import job_plan
-import importlib.util
-
+from app.routing import (
+    CPU_QUEUE,
+    MEMORY_CLASSES,
+    NoClassFits,
+    job_queue,
+    live_served_queues,
+)
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
 from app.schemas.methods import LORA_TARGET_PRESETS
+from app.settings import get_settings
 
 
 class FieldError(ValueError):
@@ -104,12 +111,26 @@ def _check_sizes(body: MethodJobCreate, config: dict[str, Any]) -> None:
         )
 
 
+def _plan_and_queue(session: Session, body: MethodJobCreate) -> tuple[dict[str, Any], str]:
+    """The job's instant plan and its queue: the smallest GPU class the planned peak fits, or `cpu`
+    where no live worker serves a GPU class (app.routing)."""
+    served = live_served_queues(get_settings().resolved_redis_url)
+    on_gpu = any(name in MEMORY_CLASSES for name in served)
+    plan = job_plan(session, body, queue="gpu" if on_gpu else CPU_QUEUE)
+    peak = plan.get("peak_bytes")
+    try:
+        return plan, job_queue(int(peak) if isinstance(peak, (int, float)) else None, served)
+    except NoClassFits as exc:
+        raise FieldError(("method",), str(exc)) from exc
+
+
 def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     check_combination(body)
     dataset = session.get(Dataset, body.dataset)
     if dataset is None or not can_see(owner, dataset.owner_id):
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
     check_against_model(body)
+    plan, queue = _plan_and_queue(session, body)
     config = body.model_dump(mode="json")
     job = Job(
         owner_id=owner.id,
@@ -118,9 +139,9 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
         dataset_id=body.dataset,
         method=body.method,
         config=config,
-        queue="cpu",
+        queue=queue,
         total_steps=body.hyperparameters.max_steps or 0,
-        plan=job_plan(session, body),
+        plan=plan,
     )
     session.add(job)
     session.flush()
