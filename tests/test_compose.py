@@ -66,8 +66,8 @@ def test_worker_reserves_an_nvidia_gpu(config: dict[str, Any]) -> None:
         d.get("driver") == "nvidia" and d.get("count") == 1 and "gpu" in d.get("capabilities", [])
         for d in devices
     ), devices
-    assert "tunedeck worker --queues" in _command(worker)
-    assert "gpu-" in _command(worker)
+    # `auto`: the GPU classes the reserved card holds (app.routing), and traced plans.
+    assert "tunedeck worker --queues auto,planning" in _command(worker)
 
 
 def test_api_and_worker_share_the_data_volume(config: dict[str, Any]) -> None:
