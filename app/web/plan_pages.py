@@ -155,9 +155,7 @@ async def plan_fit(request: Request, user: CurrentUser, catalog: CatalogDep) -> 
 @router.get("/jobs/{job_id}/plan", response_class=HTMLResponse)
 def job_plan_fragment(request: Request, job: JobDep) -> HTMLResponse:
     """Predicted against measured, refreshed when the run ends."""
-    measured = job_measured(job)
-    return templates.TemplateResponse(request, "_job_plan.html", {
-        "job": job, "measured": measured, "achieved_tflops": achieved_tflops(job.plan, measured)})
+    return templates.TemplateResponse(request, "_job_plan.html", {"job": job, "measured": job_measured(job)})
 
 
 for _name in ("gib", "count", "flops", "hours", "money"):
