@@ -24,6 +24,7 @@ from app.settings import get_settings
 from worker.lease import LeaseKeeper, lease_until
 from worker.relay import EventRelay
 from worker.supervisor import TrainerOutcome, run_trainer
+from worker.train.stop import STOPPED_EXIT
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ def write_spec(job: Job) -> tuple[Path, Path]:
 def describe_exit(outcome: TrainerOutcome) -> str:
     if outcome.error:
         return outcome.error
+    if outcome.returncode == STOPPED_EXIT:
+        # SIGTERM from something other than our cancel (a shutdown): it saved a checkpoint first.
+        return "training process stopped by SIGTERM after a checkpoint; retry to resume it"
     if outcome.returncode < 0:
         name = signal.Signals(-outcome.returncode).name
         hint = " (out of memory?)" if name == "SIGKILL" else ""

@@ -72,34 +72,36 @@ def make_optimizer(
 
 # Checkpoint hooks (worker.train.checkpoint). GaLoreAdamW keeps a `GaLoreProjector`
 # object in each projected weight's optimiser state; checkpoints hold plain tensors and
-# numbers only (they are loaded with `torch.load(weights_only=True)`), so the projector
-# travels as a dict of its fields and is rebuilt on load.
+# numbers only (they are loaded with `torch.load(weights_only=True)`), so the projectors
+# travel beside the state_dict, under their parameter's index, and are rebuilt on load.
+# (Not inside "state": `Optimizer.load_state_dict` would cast their strings as sequences.)
 PROJECTOR_FIELDS = ("rank", "verbose", "update_proj_gap", "scale", "ortho_matrix", "proj_type")
-PROJECTOR_MARK = "__galore_projector__"
+PROJECTORS_KEY = "galore_projectors"
 
 
 def optimizer_state_to_plain(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the optimiser's state_dict with every projector as a marked dict."""
-    state = {}
+    """A copy of the optimiser's state_dict with the projectors moved out as plain dicts."""
+    state, projectors = {}, {}
     for index, values in state_dict["state"].items():
         values = dict(values)
-        projector = values.get("projector")
-        if projector is not None and not isinstance(projector, dict):
-            values["projector"] = {PROJECTOR_MARK: True, **{f: getattr(projector, f) for f in PROJECTOR_FIELDS}}
+        projector = values.pop("projector", None)
+        if projector is not None:
+            projectors[index] = {f: getattr(projector, f) for f in PROJECTOR_FIELDS}
         state[index] = values
-    return {**state_dict, "state": state}
+    return {**state_dict, "state": state, PROJECTORS_KEY: projectors}
 
 
-def optimizer_state_from_plain(optimizer: torch.optim.Optimizer) -> None:
-    """Turn the marked dicts a loaded state_dict left in `optimizer.state` back into projectors."""
+def optimizer_state_from_plain(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Rebuild the projectors of a loaded state_dict (indices count params across groups, in order)."""
     from galore_torch.galore_projector import GaLoreProjector
 
-    for values in optimizer.state.values():
-        plain = values.get("projector")
-        if isinstance(plain, dict) and plain.get(PROJECTOR_MARK):
-            projector = GaLoreProjector(
-                plain["rank"], verbose=plain["verbose"], update_proj_gap=plain["update_proj_gap"],
-                scale=plain["scale"], proj_type=plain["proj_type"],
-            )
-            projector.ortho_matrix = plain["ortho_matrix"]
-            values["projector"] = projector
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, plain in saved.get(PROJECTORS_KEY, {}).items():
+        projector = GaLoreProjector(
+            plain["rank"], verbose=plain["verbose"], update_proj_gap=plain["update_proj_gap"],
+            scale=plain["scale"], proj_type=plain["proj_type"],
+        )
+        matrix = plain["ortho_matrix"]
+        param = params[int(index)]
+        projector.ortho_matrix = matrix.to(param.device) if isinstance(matrix, torch.Tensor) else matrix
+        optimizer.state[param]["projector"] = projector

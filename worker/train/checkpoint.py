@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.jobs.checkpoints import STATE_FILE, checkpoint_name, complete_checkpoints
+from app.jobs.checkpoints import NAME, STATE_FILE, checkpoint_name, complete_checkpoints
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "trainable.safetensors"
@@ -96,10 +96,13 @@ def _discard(path: Path) -> None:
 
 
 def remove_debris(folder: Path) -> list[str]:
-    """Delete `tmp-*` folders a crashed or killed run left; returns their names."""
+    """Delete what a crashed or killed run left: `tmp-*` folders, and `checkpoint-*` folders
+    without `state.json` (our writer never makes one; something else did). Returns their names."""
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
+    complete = set(complete_checkpoints(folder))
+    stale = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)
+             or (p.is_dir() and NAME.match(p.name) and p not in complete)]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return [p.name for p in stale]
@@ -108,8 +111,6 @@ def remove_debris(folder: Path) -> list[str]:
 def remove_all(folder: Path) -> int:
     """Drop every checkpoint (a fresh start must not leave an old run's state to resume from)."""
     found = complete_checkpoints(folder)
-    if folder.is_dir():
-        found += [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-") and p not in found]
     for path in found:
         _discard(path)
     return len(found)
@@ -242,7 +243,7 @@ def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     optimizer.load_state_dict(saved)
     from_plain = getattr(method, "optimizer_state_from_plain", None)
     if from_plain is not None:
-        from_plain(optimizer)
+        from_plain(optimizer, saved)
     restore_rng(torch.load(path / RNG_FILE, map_location="cpu", weights_only=True))
     return Resumed(
         step=int(state["step"]),
