@@ -10,8 +10,13 @@ Instant (pure Python, no torch; milliseconds):
   compute.py         FLOPs per step; time and cost on a GPU
   fit.py             "make it fit": micro-batch, accumulation, checkpointing for one GPU
   estimate.py        the answer shape shared by both estimators
-  catalog.py, data/  model architectures and GPUs (files now, a database table later)
+  catalog.py, data/  model architectures and GPUs as files: the seed, and the runtime overheads
+  db_catalog.py      the catalogs in the database (seeded on first start, edited on /plan/catalog)
+  catalog_forms.py   the catalog page's forms -> catalog entries
   service.py         request -> estimates, with 422-ready errors
+  records.py         stored plans (every plan computed through the API or the page), owned like jobs
+  job_plan.py        the plan a job is launched with, and what its run measured
+  plan_view.py       the plan page's form -> PlanRequest, answer -> table rows
 
 Traced (imports torch; the worker's planning queue only):
   trace.py, trace_model.py, trace_memory.py   one real training step under FakeTensorMode
