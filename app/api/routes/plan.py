@@ -155,7 +155,9 @@ async def _traced(request: Request, body: PlanRequest, instant: dict[str, Any]) 
             await asyncio.sleep(0.25)
             cached = await redis.get(key)
     if cached is None:
-        raise HTTPException(504, detail="no planning worker answered within a minute; the instant estimate stands")
+        raise HTTPException(504, detail="the planning worker did not answer within a minute (a large model, many "
+                                        "methods); it keeps tracing and caches the answer: ask again shortly. "
+                                        "The instant estimate stands")
     result = json.loads(cached)
     if "error" in result:
         raise HTTPException(422, detail=[{"loc": ["body", "mode"], "msg": result["error"], "type": "value_error"}])
