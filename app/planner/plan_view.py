@@ -19,7 +19,7 @@ from app.planner.catalog import Catalog
 from app.schemas.plan import PlanRequest
 
 PLAN_DEFAULTS: dict[str, Any] = {
-    "model": "llama-3.1-8b", "config_json": "", "dataset": "", "dataset_tokens": "10000000", "seq_len": "2048",
+    "model": "llama-3.1-8b", "hub_model": "", "config_json": "", "dataset": "", "dataset_tokens": "10000000", "seq_len": "2048",
     "batch_size": "1", "gradient_accumulation": "8", "epochs": "1", "gradient_checkpointing": "on",
     "precision": "bf16", "optimizer": "", "gpus": ["RTX 4090", "L40S", "A100 80GB", "H100 80GB"],
 }
@@ -48,7 +48,7 @@ def plan_request_from_form(values: dict[str, Any], mode: str = "instant") -> Pla
                 type=PydanticCustomError("json_invalid", "config.json is not valid JSON: {e}", {"e": str(exc)}),
                 loc=("config",), input=config_text[:100])]) from exc
     else:
-        body["model"] = _text(values.get("model")) or None
+        body["model"] = _text(values.get("hub_model")) or _text(values.get("model")) or None
     for name in NUMBERS:
         if _text(values.get(name)):
             body[name] = _text(values[name])
@@ -82,7 +82,7 @@ def launch_links(methods: Iterable[str], values: dict[str, Any], catalog: Catalo
                  ) -> dict[str, str]:
     """The new-job form, pre-filled: a catalog model that is also a local folder goes in `model`, else its hub id."""
     common: dict[str, str] = {}
-    model = _text(values.get("model"))
+    model = _text(values.get("hub_model")) or _text(values.get("model"))
     if not _text(values.get("config_json")) and model:
         if model in local_models:
             common["model"] = model
