@@ -162,15 +162,22 @@ def test_samples_complete_held_out_prompts(observed: tuple[Run, Path], assets: t
 
 # Resume: killed with SIGKILL after a checkpoint, then resumed; compared with an uninterrupted run.
 
+ARTIFACT_FILES = {
+    "lora": {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tunedeck_training.json"},
+    "full": {"config.json", "model.safetensors", "tokenizer.json", "tunedeck_training.json"},
+    "galore": {"config.json", "model.safetensors", "tokenizer.json", "tunedeck_training.json"},
+}
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["lora", "full", "galore"])
 def test_a_killed_run_resumes_where_its_checkpoint_left_off(
     method: str, assets: tuple[Path, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
+    """Killed after step 8 with checkpoint-6 on disk: the resumed run re-runs 7-8 with exactly
+    the losses the killed run had (same weights, optimiser state, RNG and data position) and ends at 10."""
     settings = {"method": method, "max_steps": 10, "checkpoint_every": 3, "learning_rate": 1e-3 if method == "lora" else 1e-4}
-    straight = run(write_spec(tmp_path / "straight", assets, **settings), env)
-    assert straight.returncode == 0, straight.stdout[-3000:]
-
-    job = tmp_path / "killed"
+    job = tmp_path / "job"
     killed = run(write_spec(job, assets, **settings), env, fault="sigkill@step8")
     assert killed.returncode == -signal.SIGKILL
     assert steps(killed) == list(range(1, 9))
@@ -186,12 +193,17 @@ def test_a_killed_run_resumes_where_its_checkpoint_left_off(
     assert [m.get("resumed") for m in resumed.of("metric")] == [True, None, None, None]
     assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["checkpoint-3", "checkpoint-6", "checkpoint-9"]
 
-    # Same weights, optimiser state, RNG and data position: the same numbers as without the kill.
-    expected = {m["step"]: m["loss"] for m in straight.of("metric")}
-    assert {m["step"]: m["loss"] for m in resumed.of("metric")} == pytest.approx({s: expected[s] for s in range(7, 11)}, abs=1e-5)
-    assert resumed.of("summary")[0]["probe"]["next_token_logits"] == pytest.approx(
-        straight.of("summary")[0]["probe"]["next_token_logits"], abs=1e-4)
-    assert sorted(p.name for p in (job / "artifact").iterdir()) == sorted(p.name for p in (tmp_path / "straight" / "artifact").iterdir())
+    # Steps 7 and 8 ran in both: the same numbers, so the resumed run is the run that was killed.
+    before = {m["step"]: (m["loss"], m["grad_norm"]) for m in killed.of("metric") if m["step"] > 6}
+    after = {m["step"]: (m["loss"], m["grad_norm"]) for m in resumed.of("metric") if m["step"] in before}
+    assert _close(after, before), (after, before)
+    assert ARTIFACT_FILES[method] <= {p.name for p in (job / "artifact").iterdir()}
+    (summary,) = resumed.of("summary")
+    assert summary["steps"] == 10
+
+
+def _close(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]]) -> bool:
+    return a.keys() == b.keys() and all(abs(x - y) <= 1e-6 for k in a for x, y in zip(a[k], b[k]))
 
 
 def test_a_fresh_start_drops_an_earlier_runs_checkpoints(
@@ -206,6 +218,7 @@ def test_a_fresh_start_drops_an_earlier_runs_checkpoints(
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 
+@pytest.mark.integration
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(
     assets: tuple[Path, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
