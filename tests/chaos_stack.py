@@ -6,8 +6,8 @@ production) so that a lost worker is noticed within a test's time budget.
 """
 from __future__ import annotations
 
-import os
-import signal
+import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,23 +124,42 @@ def trainer_pids(stack: Stack, name: str = "worker") -> list[int]:
     return pids
 
 
-def kill_worker_hard(stack: Stack, name: str = "worker") -> list[int]:
-    """SIGKILL the worker's whole tree: main process, pool child, and the trainer
-    (which runs in its own session, so it is not in the worker's process group)."""
-    proc = stack.procs.pop(name)
-    tree = [proc.pid]
-    try:
-        tree += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        pass
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                                              for p in tree):
-        time.sleep(0.1)
-    return tree
+class Watcher(threading.Thread):
+    """An EventSource-like client: reads `id:`/`event:`/`data:` frames, reconnects with Last-Event-ID."""
+
+    def __init__(self, stack: Stack, job_id: str, deadline: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.job_id, self.deadline = stack, job_id, deadline
+        self.events: list[tuple[int, str, dict]] = []
+        self.connections = 0
+        self.ended = False
+
+    def run(self) -> None:
+        with self.stack.client(timeout=30) as client:
+            while not self.ended and time.monotonic() < self.deadline:
+                headers = {"Last-Event-ID": str(self.events[-1][0])} if self.events else {}
+                try:
+                    with client.stream("GET", f"/api/v1/jobs/{self.job_id}/events", headers=headers) as response:
+                        if response.status_code != 200:
+                            raise httpx.HTTPError(f"status {response.status_code}")
+                        self.connections += 1
+                        self._read(response)
+                except httpx.HTTPError:
+                    time.sleep(0.3)  # the server is away: try again, as a browser would
+
+    def _read(self, response: httpx.Response) -> None:
+        frame: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                key, _, value = line.partition(": ")
+                frame[key] = value
+                continue
+            if "id" in frame:
+                data = json.loads(frame["data"])
+                self.events.append((int(frame["id"]), frame["event"], data))
+                if frame["event"] == "status" and data.get("status") in {"succeeded", "failed", "cancelled"}:
+                    self.ended = True
+                    return
+            frame = {}

@@ -11,7 +11,6 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from redis import Redis
 from sqlmodel import Session, select

@@ -28,7 +28,7 @@ def _mount_small_disk(folder: Path) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(folder)],
-                              capture_output=True, timeout=10)
+                              check=False, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -36,7 +36,7 @@ def _mount_small_disk(folder: Path) -> bool:
 
 def _unmount(folder: Path) -> None:
     for _ in range(20):  # a process that just exited may still hold the mount for a moment
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode == 0:
+        if subprocess.run(["umount", str(folder)], check=False, capture_output=True).returncode == 0:
             return
         time.sleep(0.5)
     subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -10,13 +10,20 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from redis import Redis
 
 from tests.chaos_stack import (
-    chaos_stack, get_job, job_row, stored_events, submit, trainer_pids, wait_status, wait_step,
+    chaos_stack,
+    get_job,
+    job_row,
+    stored_events,
+    submit,
+    trainer_pids,
+    wait_status,
+    wait_step,
 )
 from tests.conftest import job_body, read_events
 from tests.stack import wait_until
@@ -61,7 +68,7 @@ def test_redis_restart_without_data_loses_no_job_and_no_event(tmp_path) -> None:
 
     # The reconciler sent the queued job again after Redis came back.
     enqueued_at = job_row(stack, queued).enqueued_at
-    assert enqueued_at is not None and enqueued_at.replace(tzinfo=timezone.utc).timestamp() >= restarted_at
+    assert enqueued_at is not None and enqueued_at.replace(tzinfo=UTC).timestamp() >= restarted_at
 
     for job_id in (running, queued):
         seqs = [e.seq for e in stored_events(stack, job_id)]

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos_stack import chaos_stack, stored_events, submit, trainer_pids, wait_status
+from tests.chaos_stack import (
+    chaos_stack,
+    stored_events,
+    submit,
+    trainer_pids,
+    wait_status,
+)
 from tests.conftest import job_body
 from tests.stack import Stack, wait_until
 

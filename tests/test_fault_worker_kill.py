@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,15 @@ import psutil
 import pytest
 from celery import Celery
 
-from app.schemas.hyperparameters import Hyperparameters
 from tests.chaos_stack import (
-    chaos_stack, get_job, stored_events, submit, trainer_pids, wait_status, wait_step,
+    Watcher,
+    chaos_stack,
+    get_job,
+    stored_events,
+    submit,
+    trainer_pids,
+    wait_status,
+    wait_step,
 )
 from tests.conftest import job_body
 from tests.stack import ROOT, Stack, wait_until
@@ -27,14 +34,10 @@ from tests.stack import ROOT, Stack, wait_until
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 MAX_STEPS = 24
-CHECKPOINTS = "checkpoint_every" in Hyperparameters.model_fields
 
 
 def _body(max_steps: int = MAX_STEPS) -> dict:
-    hp: dict = {"max_steps": max_steps, "batch_size": 4, "log_every": 1}
-    if CHECKPOINTS:
-        hp["checkpoint_every"] = 2
-    return job_body(hyperparameters=hp)
+    return job_body(hyperparameters={"max_steps": max_steps, "batch_size": 4, "log_every": 1, "checkpoint_every": 2})
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +69,12 @@ def _running_events(stack: Stack, job_id: str) -> list[dict]:
 def test_sigkilled_worker_job_is_requeued_and_succeeds(stack: Stack) -> None:
     with stack.client() as client:
         job_id = submit(client, _body())
+        watcher = Watcher(stack, job_id, time.monotonic() + 280)  # a browser on the job page throughout
+        watcher.start()
         wait_step(client, job_id, 6, 90)
         trainers = trainer_pids(stack)
         assert len(trainers) == 1, trainers
+        killed_at = get_job(client, job_id)["progress"]["step"]
 
         worker = stack.procs.pop("worker")
         os.killpg(worker.pid, signal.SIGKILL)  # main process and pool child, no warm shutdown
@@ -79,6 +85,7 @@ def test_sigkilled_worker_job_is_requeued_and_succeeds(stack: Stack) -> None:
 
         stack.start_worker("worker2")
         done = wait_status(client, job_id, {"succeeded", "failed", "cancelled"}, 180)
+        watcher.join(timeout=30)
 
     assert done["status"] == "succeeded", done
     assert done["attempt"] == 2
@@ -89,17 +96,20 @@ def test_sigkilled_worker_job_is_requeued_and_succeeds(stack: Stack) -> None:
     events = stored_events(stack, job_id)
     seqs = [e.seq for e in events]
     assert seqs == list(range(1, len(seqs) + 1)), "event history has gaps or duplicates"
+    # What the live watcher saw across the kill is exactly the stored history: no event number reused.
+    assert watcher.ended
+    assert watcher.events == [(e.seq, e.kind, e.data) for e in events]
     statuses = [e.data for e in events if e.kind == "status"]
     assert [s["attempt"] for s in statuses if s["status"] == "running"] == [1, 2]
     requeue = [s for s in statuses if s["status"] == "queued" and s.get("reason") == "worker lost"]
     assert len(requeue) == 1
+    # Attempt 2 resumed from a checkpoint taken before the kill (every 2 steps), not from step 1.
     metrics = [e.data for e in events if e.kind == "metric"]
-    second = metrics[[i for i, m in enumerate(metrics) if m.get("resumed")][0]:] if CHECKPOINTS else []
-    if CHECKPOINTS:
-        # Attempt 2 resumed from a checkpoint taken before the kill, not from step 1.
-        assert second[0]["resumed"] is True
-        assert second[0]["step"] > 1
-        assert [m["step"] for m in second] == list(range(second[0]["step"], MAX_STEPS + 1))
+    resumed = [i for i, m in enumerate(metrics) if m.get("resumed")]
+    assert len(resumed) == 1, "attempt 2 did not resume from a checkpoint"
+    second = metrics[resumed[0]:]
+    assert 1 < second[0]["step"] <= killed_at + 1
+    assert [m["step"] for m in second] == list(range(second[0]["step"], MAX_STEPS + 1))
 
 
 @pytest.mark.timeout(240)

@@ -112,7 +112,7 @@ def _hub_config(repo_id: str) -> dict[str, Any]:
 
     try:
         path = hf_hub_download(repo_id, "config.json", etag_timeout=5)
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated: all mean "cannot use it"
+    except Exception as exc:  # offline, unknown repo, gated: all mean "cannot use it"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ModelNotFound(f"cannot fetch {repo_id} from the model hub ({reason})") from exc
     return _read_config(Path(path))
