@@ -81,6 +81,7 @@ def test_a_killed_trainer_resumes_on_retry_and_finishes_at_step_100(stack: Stack
     assert checkpoints and checkpoints[-1] == killed_at // 10 * 10 and len(checkpoints) <= 2
     resume_point = checkpoints[-1]
     assert 30 <= resume_point < STEPS
+    print(f"killed at step {killed_at}; resuming from checkpoint-{resume_point}")  # noqa: T201 - the figure in -s runs
 
     retried = client.post(f"/api/v1/jobs/{job_id}/retry")
     assert retried.status_code == 200, retried.text
