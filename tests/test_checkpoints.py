@@ -7,8 +7,8 @@ stops are real SIGTERMs.
 """
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from app.demo_dataset import write_demo_dataset
 from app.jobs.checkpoints import complete_checkpoints
 from app.schemas.hyperparameters import Hyperparameters
-from tests.test_trainer import Run
+from tests.test_trainer import Run, trainer_env
 from worker.demo_model import ensure_demo_model
 from worker.train.events import parse_line
 
@@ -37,15 +37,9 @@ METHOD_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def env() -> dict[str, str]:
     """The trainer's environment: its own migrated data dir, and no fault unless a test sets one."""
-    data_dir = tmp_path_factory.mktemp("data")
-    environment = {k: v for k, v in os.environ.items() if k != "TUNEDECK_FAULT"}
-    environment.update({"TUNEDECK_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"})
-    environment.pop("TUNEDECK_DATABASE_URL", None)
-    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=REPO_ROOT, env=environment, check=True,
-                   stdout=subprocess.DEVNULL)
-    return environment
+    return trainer_env()
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,7 @@ def write_spec(job_dir: Path, assets: tuple[Path, Path], *, method: str = "lora"
 def run(spec: Path, env: dict[str, str], fault: str | None = None) -> Run:
     environment = {**env, **({"TUNEDECK_FAULT": fault} if fault else {})}
     proc = subprocess.run([sys.executable, "-m", "worker.train", str(spec)], cwd=REPO_ROOT, env=environment,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     events = [event for line in proc.stdout.splitlines() if (event := parse_line(line))]
     return Run(proc.returncode, events, proc.stdout, proc.stderr)
 
@@ -133,7 +127,7 @@ def test_metrics_carry_memory_elapsed_and_eval_loss(observed: tuple[Run, Path]) 
     assert steps(result) == list(range(1, 16))
     assert all(m["memory_mb"] > 10 for m in metrics)
     elapsed = [m["elapsed_seconds"] for m in metrics]
-    assert all(0 < a < b for a, b in zip(elapsed, elapsed[1:]))
+    assert all(0 < a < b for a, b in itertools.pairwise(elapsed))
     evaluated = {m["step"]: m["eval_loss"] for m in metrics if "eval_loss" in m}
     assert sorted(evaluated) == [6, 12, 15]  # every 6 steps and at the end
     assert evaluated[15] < evaluated[6] < 6.0  # the held-out loss falls as the model learns
@@ -150,7 +144,7 @@ def test_samples_complete_held_out_prompts(observed: tuple[Run, Path], assets: t
     from worker.train.data import load_examples, prompt_ids, split_holdout
 
     tokenizer = AutoTokenizer.from_pretrained(str(assets[0]))
-    train, held_out = split_holdout(load_examples(assets[1], tokenizer, 128)[0], None, 16, seed=7)
+    _, held_out = split_holdout(load_examples(assets[1], tokenizer, 128)[0], None, 16, seed=7)
     held_prompts = [tokenizer.decode(prompt_ids(e), skip_special_tokens=True) for e in held_out]
     assert [s["prompt"] for s in samples[:3]] == held_prompts[:3]
     for sample in samples:

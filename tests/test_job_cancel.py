@@ -62,7 +62,7 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
     latency = time.monotonic() - started
     assert final["status"] == "cancelled", final
     assert latency < 10, f"cancel took {latency:.1f} s"
-    print(f"cancel of a running job: {latency:.2f} s to `cancelled`")  # noqa: T201 - the figure in -s runs
+    print(f"cancel of a running job: {latency:.2f} s to `cancelled`")  # the figure, in -s runs
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in trainers)
 
     checkpoints = client.get(f"/api/v1/jobs/{running}/checkpoints").json()["data"]

@@ -81,7 +81,7 @@ def test_a_killed_trainer_resumes_on_retry_and_finishes_at_step_100(stack: Stack
     assert checkpoints and checkpoints[-1] == killed_at // 10 * 10 and len(checkpoints) <= 2
     resume_point = checkpoints[-1]
     assert 30 <= resume_point < STEPS
-    print(f"killed at step {killed_at}; resuming from checkpoint-{resume_point}")  # noqa: T201 - the figure in -s runs
+    print(f"killed at step {killed_at}; resuming from checkpoint-{resume_point}")  # the figure, in -s runs
 
     retried = client.post(f"/api/v1/jobs/{job_id}/retry")
     assert retried.status_code == 200, retried.text
@@ -119,7 +119,7 @@ def test_a_killed_trainer_resumes_on_retry_and_finishes_at_step_100(stack: Stack
     training = json.loads((adapter_dir / "tunedeck_training.json").read_text())
     assert training["steps"] == STEPS
     proc = subprocess.run([sys.executable, "-c", LOAD_ADAPTER, str(stack.data_dir / "models" / "demo"), str(adapter_dir)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded["type"] == "PeftModelForCausalLM" and loaded["diff"] > 1e-3

@@ -1,10 +1,14 @@
 """The training subprocess, run for real on the demo model and the demo dataset."""
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +69,33 @@ def write_spec(job_dir: Path, model: Path, dataset: Path, **hyperparameters: Any
     return path
 
 
+@functools.cache
+def trainer_data_dir() -> str:
+    """A migrated data dir of the trainer's own, once per test process.
+
+    The trainer asks the database whether a model may run its own code
+    (app.catalog.trust), as it does on a worker; without this it would use
+    whatever ./var holds, migrated or not.
+    """
+    folder = tempfile.mkdtemp(prefix="tunedeck-trainer-data-")
+    atexit.register(shutil.rmtree, folder, True)
+    env = {k: v for k, v in os.environ.items() if k != "TUNEDECK_DATABASE_URL"}
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=REPO_ROOT, check=True,
+                   env={**env, "TUNEDECK_DATA_DIR": folder}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return folder
+
+
+def trainer_env(fault: str | None = None) -> dict[str, str]:
+    """The environment a worker gives the trainer: the data dir, offline hub, a fault only if asked."""
+    env = {k: v for k, v in os.environ.items() if k not in {"TUNEDECK_FAULT", "TUNEDECK_DATABASE_URL"}}
+    env.update({"TUNEDECK_DATA_DIR": trainer_data_dir(), "HF_HUB_OFFLINE": "1"})
+    if fault:
+        env["TUNEDECK_FAULT"] = fault
+    return env
+
+
 def run_trainer(spec: Path, fault: str | None = None) -> Run:
-    env = {k: v for k, v in os.environ.items() if k != "TUNEDECK_FAULT"}
+    env = trainer_env()
     if fault:
         env["TUNEDECK_FAULT"] = fault
     proc = subprocess.run(

@@ -39,7 +39,7 @@ class Hyperparameters(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_length(self) -> "Hyperparameters":
+    def _one_length(self) -> Hyperparameters:
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("give either max_steps or epochs, not both")
         if self.max_steps is None and self.epochs is None:

@@ -33,7 +33,7 @@ import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def save(
             "format": FORMAT_VERSION,
             "step": step,
             "method": method_name,
-            "saved_at": datetime.now(timezone.utc).isoformat(),
+            "saved_at": datetime.now(UTC).isoformat(),
             **info,
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")

@@ -7,6 +7,16 @@ save atomically. The loss is computed here rather than inside the model so
 that gradient accumulation divides by the token count of the whole step,
 not of each micro-batch, and so every method is measured the same way.
 
+Every `checkpoint_every` steps (and when SIGTERM asks it to stop) it writes
+a checkpoint (`worker.train.checkpoint`); with `resume` it continues from the
+newest one with the same weights, optimiser state, RNG states and data
+position, so a resumed run computes what the uninterrupted run would have.
+Rows held out with `eval_fraction`/`eval_count` give an evaluation loss
+every `eval_every` steps and at the end (`worker.train.evaluate`), and a few
+of their prompts are completed every `sample_every` steps
+(`worker.train.samples`). Every metric point carries `memory_mb` and
+`elapsed_seconds`.
+
 At the end the trained model, in eval mode, scores a fixed probe prompt; the
 summary carries its next-token logits so that anyone can check a download
 against what training ended with. Methods with a merged download (LoRA, DoRA,
@@ -36,10 +46,10 @@ from worker.methods.optimizers import make_optimizer
 from worker.train import checkpoint, events
 from worker.train.data import BatchStream, load_examples, split_holdout
 from worker.train.evaluate import eval_loss
-from worker.train.loss import summed_loss  # noqa: F401 - re-exported: the planner's trace names it here
+from worker.train.loss import summed_loss
 from worker.train.samples import generate_samples, pick_prompts
 from worker.train.spec import TrainSpec
-from worker.train.stop import StopRequest, Stopped
+from worker.train.stop import Stopped, StopRequest
 
 GRAD_CLIP = 1.0  # max global grad norm; keeps early random-init steps from blowing up
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak rather than to zero
@@ -320,7 +330,9 @@ def train(spec: TrainSpec) -> Path:
         events.log("Starting afresh: removed the checkpoints of an earlier run")
     batches = iter(stream)
 
-    def save_checkpoint(step: int, loss_value: float, elapsed: float) -> None:
+    def save_checkpoint(
+        step: int, loss_value: float, elapsed: float, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
         started = time.perf_counter()
         path = checkpoint.save(
             folder, step=step, model=model, optimizer=optimizer, method=method, method_name=spec.config.method,
@@ -401,11 +413,11 @@ def train(spec: TrainSpec) -> Path:
                 events.log(f"Sample at step {step}: {sample['prompt']!r} → {sample['completion']!r}", sample=sample)
         saved = hp.checkpoint_every > 0 and step % hp.checkpoint_every == 0
         if saved:
-            save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started)
+            save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started, model, optimizer)
         inject_fault(fault, step)
         if stop.requested and not last:
             if not saved:
-                save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started)
+                save_checkpoint(step, loss_value, elapsed_before + time.perf_counter() - loop_started, model, optimizer)
             events.log(f"Stopped at step {step} of {total_steps} on request; a retry resumes from checkpoint-{step}",
                        stopped={"step": step})
             raise Stopped(step)

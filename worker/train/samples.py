@@ -65,8 +65,8 @@ def greedy(
                     use_cache=True,
                 )
         except Exception:  # noqa: BLE001 - any generate incompatibility: the plain loop still works
-            pass
-        else:
+            output = None
+        if output is not None:
             new = output[0, input_ids.shape[1]:].tolist()
             return new[: new.index(eos_id)] if eos_id in new else new
     return greedy_loop(model, ids, device, eos_id, max_new_tokens)

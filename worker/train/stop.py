@@ -30,7 +30,7 @@ class StopRequest:
         self._event = threading.Event()
 
     @classmethod
-    def install(cls) -> "StopRequest":
+    def install(cls) -> StopRequest:
         request = cls()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, request._handle)

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path as PathParam
+from fastapi import APIRouter, HTTPException
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from app import storage
 from app.api.deps import JobDep, SessionDep
-from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.jobs.artifacts import zip_folder
+from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.models import JobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
