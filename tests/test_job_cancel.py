@@ -85,3 +85,16 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
     queued_events = read_events(client, queued, timeout=30)
     assert [e["data"]["status"] for e in queued_events if e["event"] == "status"] == ["queued", "cancelled"]
     assert not [e for e in queued_events if e["event"] in {"metric", "log"}]
+
+    # The cancel's checkpoint is a real one: a retry resumes from it (then is cancelled again).
+    seen = len(events)
+    assert client.post(f"/api/v1/jobs/{running}/retry").status_code == 200
+    wait_until(lambda: _job(client, running)["progress"]["step"] > stopped_at + 1, 180, "the retry did not resume")
+    client.post(f"/api/v1/jobs/{running}/cancel")
+    wait_until(lambda: _job(client, running)["status"] == "cancelled", 30, "the retry was not cancelled")
+    again = read_events(client, running, last_event_id=events[-1]["id"], timeout=30)
+    assert len(read_events(client, running, timeout=30)) == seen + len(again)
+    resumed = [e["data"]["resumed_from"] for e in again if e["event"] == "log" and "resumed_from" in e["data"]]
+    assert resumed == [stopped_at]
+    metrics = [e["data"] for e in again if e["event"] == "metric"]
+    assert metrics[0]["step"] == stopped_at + 1 and metrics[0]["resumed"] is True

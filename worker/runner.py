@@ -72,7 +72,20 @@ def write_spec(job: Job) -> tuple[Path, Path]:
     }
     spec_path = directory / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
+    if not job.resume:
+        _resume_from_now_on(job)
     return spec_path, output_dir
+
+
+def _resume_from_now_on(job: Job) -> None:
+    """A fresh start (retry with `fresh`) is fresh once: should this attempt die, the next
+    delivery (the reconciler's re-queue, a plain retry) resumes from this run's checkpoints
+    instead of deleting them and starting over again. Only while this attempt owns the job."""
+    with Session(get_engine()) as session:
+        session.exec(  # type: ignore[call-overload]
+            update(Job).where(Job.id == job.id, Job.attempt == job.attempt).values(resume=True)
+        )
+        session.commit()
 
 
 def describe_exit(outcome: TrainerOutcome) -> str:
