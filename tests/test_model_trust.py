@@ -96,6 +96,12 @@ def test_only_an_admin_may_allow_or_revoke_remote_code(stack: Stack, custom_mode
             user_page = user.get("/models").text
             assert "Warning:" in user_page and "Allow its code" not in user_page and "Revoke" not in user_page
         assert admin.delete(f"/api/v1/models/{model_id}/trust").json()["trust_remote_code"] is False
+        with stack.client(token=user_token) as user:  # the page's switch is admin-only too
+            assert user.post(f"/models/{model_id}/trust", data={"allow": "1"}).status_code == 403
+        switched = admin.post(f"/models/{model_id}/trust", data={"allow": "1"})
+        assert switched.status_code == 303
+        assert {m["id"]: m for m in admin.get("/api/v1/models").json()["data"]}[model_id]["trust_remote_code"] is True
+        assert admin.post(f"/models/{model_id}/trust", data={"allow": "0"}).status_code == 303
         assert admin.post("/api/v1/jobs", json=job_body(model=model_id)).status_code == 422
         assert f"<code>{model_id}</code>" not in admin.get("/models").text
 
