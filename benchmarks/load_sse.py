@@ -3,8 +3,8 @@
 Starts a private Tunedeck (redis-server, the API, one Celery worker), launches
 a long demo LoRA job, and then runs locust as a library for a fixed time:
 
-- 100 `Watcher` users hold the job's event stream open (`/api/v1/jobs/{id}/events`)
-  and note when each event arrives;
+- 100 `Watcher` users, in a process of their own, hold the job's event stream
+  open (`/api/v1/jobs/{id}/events`) and note when each event arrives;
 - 10 `PageUser`s at 2 requests/s each (20/s in all) ask for the job list page,
   the job page, the JSON job list and `/healthz`.
 
@@ -14,7 +14,7 @@ follows the job's Redis stream itself with a blocking XREAD: the moment an
 event appears there is the moment the worker published it (loopback, well
 under a millisecond), and each watcher's delay is its arrival time minus that.
 
-    .venv/bin/python -m benchmarks.load_sse [--seconds 60]
+    .venv/bin/python -m benchmarks.load_sse [--seconds 60] [--trainer-threads 1]
 
 Targets: page p95 under 200 ms, event delay under 1 s. Not part of the test suite.
 """
@@ -25,11 +25,16 @@ from gevent import monkey
 monkey.patch_all()  # before anything opens a socket (locust would do it on import too)
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import gevent
+import psutil
 import requests
 from locust import FastHttpUser, User, constant_throughput, events, task
 from locust.env import Environment
@@ -38,7 +43,7 @@ from redis import Redis
 from app.events.stream import stream_key
 from tests.chaos_stack import chaos_stack, submit, wait_step
 from tests.conftest import job_body
-from tests.stack import ADMIN_TOKEN
+from tests.stack import ADMIN_TOKEN, ROOT
 
 WATCHERS = 100
 PAGE_USERS = 10
@@ -158,10 +163,45 @@ def report(seconds: float) -> bool:
     return ok and not failures
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (alive ones)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return total
+
+
 def page_summary(label: str) -> None:
     times = [t for values in page_times.values() for t in values]
     if times:
         print(f"{label}: n={len(times)}  p50={pct(times, 50):.1f} ms  p95={pct(times, 95):.1f} ms")
+
+
+def run_users(user_classes: list[type[User]], host: str, seconds: float) -> None:
+    for user_class in user_classes:
+        user_class.host = host
+    runner = Environment(user_classes=user_classes, host=host, events=events).create_local_runner()
+    runner.start(sum(u.fixed_count for u in user_classes), spawn_rate=sum(u.fixed_count for u in user_classes))
+    gevent.sleep(seconds)
+    runner.quit()
+
+
+def watchers_process(host: str, job_id: str, seconds: float, out: Path) -> int:
+    """The watchers in a process of their own, so that 100 busy streams do not slow the page timings
+    of the load generator itself; they write what arrived when to `out`."""
+    global JOB_ID
+    JOB_ID = job_id
+    run_users([Watcher], host, seconds)
+    out.write_text(json.dumps({"arrivals": arrivals, "failures": failures}))
+    return 0
 
 
 def main() -> int:
@@ -170,44 +210,55 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     parser.add_argument("--baseline-seconds", type=float, default=15.0,
                         help="page load alone first, with the job training but no watchers (0: skip)")
+    parser.add_argument("--trainer-threads", type=int, default=0,
+                        help="cap the trainer's CPU threads (OMP_NUM_THREADS), e.g. 1 to leave the API a core "
+                             "as if the worker ran on its own machine (0: no cap)")
+    parser.add_argument("--watchers-only", nargs=3, metavar=("HOST", "JOB_ID", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, chaos_stack(Path(tmp)) as stack, stack.client() as client:
+    if args.watchers_only:
+        host, job_id, out = args.watchers_only
+        return watchers_process(host, job_id, args.seconds, Path(out))
+    worker_env = {"OMP_NUM_THREADS": str(args.trainer_threads)} if args.trainer_threads else None
+    with tempfile.TemporaryDirectory() as tmp, chaos_stack(Path(tmp), worker_env=worker_env) as stack, \
+            stack.client() as client:
         # A job long enough to outlast the run; one metric and one log line per step.
         JOB_ID = submit(client, job_body(hyperparameters={"max_steps": 100_000, "batch_size": 4,
                                                            "checkpoint_every": 0}))
         wait_step(client, JOB_ID, 1, 180)
-        Watcher.host = PageUser.host = stack.base_url
         if args.baseline_seconds > 0:
-            env = Environment(user_classes=[PageUser], host=stack.base_url, events=events)
-            runner = env.create_local_runner()
-            runner.start(PAGE_USERS, spawn_rate=PAGE_USERS)
-            gevent.sleep(args.baseline_seconds)
-            runner.quit()
+            run_users([PageUser], stack.base_url, args.baseline_seconds)
             page_summary("baseline, pages only (job training, no watchers)")
             page_times.clear()
             failures.clear()
+
         stop = gevent.event.Event()
         follower = gevent.spawn(follow_stream, stack.redis_url, stop)
-        env = Environment(user_classes=[Watcher, PageUser], host=stack.base_url, events=events)
-        runner = env.create_local_runner()
-        runner.start(WATCHERS + PAGE_USERS, spawn_rate=WATCHERS + PAGE_USERS)
-        gevent.sleep(5)  # let every watcher connect and catch up on the history
-        page_times.clear()
-        arrivals.clear()
-        failures.clear()
+        warmup = 8.0  # every watcher connects and catches up on the history first
+        out = Path(tmp) / "arrivals.json"
+        child = subprocess.Popen([sys.executable, "-m", "benchmarks.load_sse", "--seconds", str(args.seconds + warmup),
+                                  "--watchers-only", stack.base_url, JOB_ID, str(out)], cwd=ROOT)
+        gevent.sleep(warmup)
         started = time.time()
         published_before = set(published)
-        gevent.sleep(args.seconds / 2)
-        health = requests.get(f"{stack.base_url}/healthz", timeout=10)
-        print(f"healthz under load: {health.status_code} {health.text}")
-        gevent.sleep(args.seconds / 2)
-        runner.quit()
+        gevent.spawn_later(args.seconds / 2, lambda: print(
+            "healthz under load:", (h := requests.get(f"{stack.base_url}/healthz", timeout=10)).status_code, h.text))
+        api_cpu, trainer_cpu = cpu_seconds(stack.procs["api"].pid), cpu_seconds(stack.procs["worker"].pid)
+        run_users([PageUser], stack.base_url, args.seconds)
+        elapsed = time.time() - started
+        api_cpu = cpu_seconds(stack.procs["api"].pid) - api_cpu
+        trainer_cpu = cpu_seconds(stack.procs["worker"].pid) - trainer_cpu
+        child.wait(timeout=60)
         stop.set()
         follower.join(timeout=5)
-        elapsed = time.time() - started
+        watched = json.loads(out.read_text())
+        arrivals.extend((seq, when) for seq, when in watched["arrivals"] if when >= started)
+        failures.extend(watched["failures"])
         for seq in published_before:  # history replayed on connect is not live delay
             published.pop(seq, None)
         ok = report(elapsed)
+        print(f"CPU used during the run: API process {100 * api_cpu / elapsed:.0f}% of a core, "
+              f"worker and trainer {100 * trainer_cpu / elapsed:.0f}%, on {psutil.cpu_count()} cores "
+              f"(load average {os.getloadavg()[0]:.1f})")
         client.post(f"/api/v1/jobs/{JOB_ID}/cancel")
     return 0 if ok else 1
 
