@@ -8,13 +8,18 @@ before it loads a model; the API refuses jobs on such models until then.
 """
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from app import storage
 from app.db import get_engine
 from app.models import ModelTrust, User
+
+log = logging.getLogger(__name__)
 
 REMOTE_CODE_WARNING = (
     "This model runs its own Python code on the workers (trust_remote_code). "
@@ -58,7 +63,27 @@ def model_id_for_path(model_path: str) -> str:
     return model_path
 
 
+def _ships_no_code(model_path: str) -> bool:
+    """A local folder whose config has no `auto_map` has no code of its own to trust."""
+    config = Path(model_path) / "config.json"
+    try:
+        return config.is_file() and not json.loads(config.read_text(encoding="utf-8")).get("auto_map")
+    except (OSError, ValueError):
+        return False
+
+
 def remote_code_allowed(model_path: str) -> bool:
-    """For the worker: pass `trust_remote_code=True` only for a model on the allow-list."""
-    with Session(get_engine()) as session:
-        return is_trusted(session, model_id_for_path(model_path))
+    """For the worker: pass `trust_remote_code=True` only for a model on the allow-list.
+
+    Models without code of their own never touch the database; if the
+    allow-list cannot be read, the answer is no.
+    """
+    if _ships_no_code(model_path):
+        return False
+    try:
+        with Session(get_engine()) as session:
+            return is_trusted(session, model_id_for_path(model_path))
+    except SQLAlchemyError as exc:
+        log.warning("model trust list unreadable (%s): %s runs without its own code",
+                    str(exc).splitlines()[0], model_path)
+        return False
