@@ -1,8 +1,8 @@
 """Checkpoints, resume, evaluation and samples in the real training subprocess on the demo model.
 
 The trainer is run as the worker runs it (`python -m worker.train SPEC`), with
-a migrated data directory of its own (the trainer asks the database whether
-a model may run its own code). Kills are real SIGKILLs from the fault hook;
+a migrated data directory of its own (the trainer may ask the database
+whether a model may run its own code). Kills are real SIGKILLs from the fault hook;
 stops are real SIGTERMs.
 """
 from __future__ import annotations

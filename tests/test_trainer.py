@@ -73,7 +73,7 @@ def write_spec(job_dir: Path, model: Path, dataset: Path, **hyperparameters: Any
 def trainer_data_dir() -> str:
     """A migrated data dir of the trainer's own, once per test process.
 
-    The trainer asks the database whether a model may run its own code
+    The trainer may ask the database whether a model may run its own code
     (app.catalog.trust), as it does on a worker; without this it would use
     whatever ./var holds, migrated or not.
     """
