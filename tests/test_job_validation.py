@@ -142,3 +142,12 @@ def test_a_huge_offset_is_a_422_not_a_database_overflow(client: httpx.Client) ->
     response = client.get("/api/v1/jobs", params={"offset": 71928543327608362762240})
     assert response.status_code == 422
     assert client.get("/jobs", params={"page": 10**30}).status_code == 200
+
+
+def test_holding_out_every_row_for_evaluation_names_eval_count(client: httpx.Client) -> None:
+    before = _count(client)
+    rows = next(d["rows"] for d in client.get("/api/v1/datasets").json()["data"] if d["id"] == "demo")
+    response = client.post("/api/v1/jobs", json=job_body(hyperparameters={"eval_count": rows}))
+    assert _locs(response) == [["body", "hyperparameters", "eval_count"]]
+    assert f"the dataset has {rows} rows" in response.text
+    assert _count(client) == before

@@ -129,6 +129,13 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     dataset = session.get(Dataset, body.dataset)
     if dataset is None or not can_see(owner, dataset.owner_id):
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
+    eval_count = body.hyperparameters.eval_count
+    if eval_count is not None and eval_count >= dataset.rows:
+        raise FieldError(
+            ("hyperparameters", "eval_count"),
+            f"eval_count {eval_count} leaves no rows to train on: the dataset has {dataset.rows} rows; "
+            "hold out fewer (or give eval_fraction)",
+        )
     check_against_model(body)
     plan, queue = _plan_and_queue(session, body)
     config = body.model_dump(mode="json")

@@ -22,7 +22,18 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "batch_size": ("hyperparameters", "batch_size"),
     "seq_len": ("hyperparameters", "seq_len"),
     "gradient_accumulation": ("hyperparameters", "gradient_accumulation"),
+    "gradient_checkpointing": ("hyperparameters", "gradient_checkpointing"),
+    "checkpoint_every": ("hyperparameters", "checkpoint_every"),
+    "keep_checkpoints": ("hyperparameters", "keep_checkpoints"),
+    "eval_fraction": ("hyperparameters", "eval_fraction"),
+    "eval_count": ("hyperparameters", "eval_count"),
+    "eval_every": ("hyperparameters", "eval_every"),
+    "sample_every": ("hyperparameters", "sample_every"),
 }
+# The form's inputs under "Checkpoints and evaluation", rendered from the schema's hints.
+LIFECYCLE_FIELDS: tuple[str, ...] = (
+    "checkpoint_every", "keep_checkpoints", "eval_fraction", "eval_count", "eval_every", "sample_every",
+)
 
 
 def body_from_form(form: dict[str, str]) -> dict[str, Any]:

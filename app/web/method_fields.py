@@ -69,3 +69,17 @@ def method_config_from_form(method: str, form: dict[str, str]) -> dict[str, Any]
         if value:
             config[field.name] = value
     return config
+
+
+def hyperparameter_fields(names: tuple[str, ...]) -> list[FormField]:
+    """Number inputs for training settings, hinted by the schema; optional ones start empty."""
+    from app.schemas.hyperparameters import Hyperparameters
+
+    fields = []
+    for name in names:
+        info = Hyperparameters.model_fields[name]
+        whole = int in (info.annotation, *typing.get_args(info.annotation))
+        default = info.get_default(call_default_factory=True)
+        label = LABELS.get(name, name.replace("_", " ").capitalize())
+        fields.append(FormField(name, label, "number", default, info.description or "", step="1" if whole else "any"))
+    return fields

@@ -19,8 +19,8 @@ from app.events.sse import Event, format_event, is_terminal, job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
 from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
-from app.web.method_fields import option_fields
-from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
+from app.web.method_fields import hyperparameter_fields, option_fields
+from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, body_from_form, field_for, validation_messages
 from app.web.templating import templates
 from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
@@ -52,6 +52,7 @@ def _form_context(session: Any, user: Any, values: dict[str, str] | None = None,
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
         "available_methods": AVAILABLE_METHODS,
+        "lifecycle_fields": hyperparameter_fields(LIFECYCLE_FIELDS),
     }
 
 
@@ -157,6 +158,8 @@ def _timeline_text(kind: str, data: dict[str, Any]) -> str | None:
         return f"checkpoint saved at step {data['checkpoint'].get('step')}"
     if kind == "log" and data.get("resumed_from") is not None:
         return f"resumed from step {data['resumed_from']}"
+    if kind == "log" and isinstance(data.get("stopped"), dict):
+        return f"stopped at step {data['stopped'].get('step')} on request, checkpoint saved"
     return None
 
 

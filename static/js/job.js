@@ -43,15 +43,24 @@
     return {
       el: el,
       add: function (point) {
-        if (seen[point.step]) return;
+        // The marker first: a resumed run usually re-runs steps the killed attempt had reported.
+        if (point.resumed && resumed.indexOf(point.step) < 0) resumed.push(point.step);
         var values = keys.map(function (key) { return point[key] === undefined ? null : point[key]; });
         if (values.every(function (v) { return v === null; })) return;
-        seen[point.step] = true;
-        if (point.resumed) resumed.push(point.step);
-        data[0].push(point.step);
-        values.forEach(function (v, i) { data[i + 1].push(v); });
+        var at = seen[point.step];
+        if (at === undefined) {
+          seen[point.step] = data[0].length;
+          data[0].push(point.step);
+          values.forEach(function (v, i) { data[i + 1].push(v); });
+        } else {
+          // The resumed run's value replaces the lost attempt's: one continuous line, as /metrics gives.
+          values.forEach(function (v, i) { if (v !== null) data[i + 1][at] = v; });
+        }
         plot.setData(data);
         el.dataset.points = String(data[0].length);
+        keys.forEach(function (key, i) {  // per series, e.g. data-count-eval_loss: what a reader (or test) can check
+          el.setAttribute("data-count-" + key, String(data[i + 1].filter(function (v) { return v !== null; }).length));
+        });
       },
       resize: function () { plot.setSize({ width: Math.max(el.clientWidth, 280), height: plot.height }); },
     };
