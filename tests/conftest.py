@@ -8,22 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack, make_stack
+from tests.stack import Stack, running_stack
+
+# `browser` and `page` (headless Chromium, logged in) for the page tests.
+pytest_plugins = ["tests.browser"]
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = make_stack(tmp_path_factory.mktemp("tunedeck"))
-    try:
-        s.start_redis()
-        s.run_cli("migrate")
-        s.run_cli("init-demo")
-        s.start_worker()
-        s.start_api()
-        s.wait_for_workers(1)
+    with running_stack(tmp_path_factory.mktemp("tunedeck")) as s:
         yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture

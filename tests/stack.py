@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,3 +130,29 @@ def make_stack(data_dir: Path) -> Stack:
     }
     env.pop("TUNEDECK_DATABASE_URL", None)
     return Stack(data_dir=data_dir, redis_port=redis_port, api_port=api_port, env=env)
+
+
+# (name, queues, extra environment) of a worker to start.
+WorkerSpec = tuple[str, str, dict[str, str] | None]
+ONE_WORKER: tuple[WorkerSpec, ...] = (("worker", "auto,planning", None),)
+
+
+@contextmanager
+def running_stack(data_dir: Path, *, workers: Sequence[WorkerSpec] = ONE_WORKER, api: bool = True,
+                  build_demo: bool = True) -> Iterator[Stack]:
+    """Redis, migrations, the demo model, the workers asked for and the API; all stopped on exit."""
+    stack = make_stack(data_dir)
+    try:
+        stack.start_redis()
+        stack.run_cli("migrate")
+        if build_demo:
+            stack.run_cli("init-demo")
+        for name, queues, extra_env in workers:
+            stack.start_worker(name, queues, extra_env)
+        if api:
+            stack.start_api()
+            if workers:
+                stack.wait_for_workers(len(workers))
+        yield stack
+    finally:
+        stack.stop_all()

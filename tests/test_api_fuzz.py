@@ -7,24 +7,18 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.specs.openapi.checks import response_schema_conformance
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.stack import ADMIN_TOKEN, Stack, make_stack
+from tests.stack import ADMIN_TOKEN, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory.mktemp("fuzz"))
-    try:
-        stack.start_redis()
-        stack.run_cli("migrate")
-        stack.start_api()
+    with running_stack(tmp_path_factory.mktemp("fuzz"), workers=(), build_demo=False) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser import TIMEOUT_MS, browser, page  # noqa: F401 - pytest fixtures
+from tests.browser import TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.schemas.methods import METHOD_LABELS, METHOD_OPTIONS
-from tests.test_browser import TIMEOUT_MS, browser, page  # noqa: F401 - pytest fixtures
+from tests.browser import TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 

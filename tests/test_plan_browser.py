@@ -2,56 +2,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from tests.stack import ADMIN_EMAIL, ADMIN_PASSWORD
+from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser: Browser, stack) -> Iterator[Page]:  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=stack.base_url, viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
-    pg = context.new_page()
-    js_errors: list[str] = []
-    pg.on("pageerror", lambda exc: js_errors.append(str(exc)))
-    pg.on("console", lambda msg: js_errors.append(msg.text)
-          if msg.type == "error" and not msg.text.startswith("Failed to load resource: the server responded with a status of 4")
-          else None)
-    failed: list[str] = []
-    pg.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 500 else None)
-    pg.goto("/login")
-    pg.get_by_label("Email").fill(ADMIN_EMAIL)
-    pg.get_by_label("Password").fill(ADMIN_PASSWORD)
-    pg.get_by_role("button", name="Log in").click()
-    pg.wait_for_url("**/jobs")
-    try:
-        yield pg
-    finally:
-        context.close()
-    assert not js_errors, f"JavaScript errors on the page: {js_errors}"
-    assert not failed, f"server errors: {failed}"
-
 
 def _peak(page: Page, method: str) -> int:
     return int(page.locator(f'tr[data-method="{method}"] .peak').get_attribute("data-bytes") or 0)

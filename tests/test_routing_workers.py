@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from app.routing import GIB, smallest_class_for
 from tests.conftest import job_body
-from tests.stack import Stack, make_stack, wait_until
+from tests.stack import Stack, running_stack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,23 +26,15 @@ LLAMA2_7B = {
 
 @pytest.fixture(scope="module")
 def two_gpu_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = make_stack(tmp_path_factory.mktemp("routing"))
-    try:
-        stack.start_redis()
-        stack.run_cli("migrate")
-        stack.run_cli("init-demo")
+    workers = (
+        ("small", "auto", {"TUNEDECK_ACCELERATOR_NAME": "RTX 4090", "TUNEDECK_ACCELERATOR_MEMORY_GB": "23.99"}),
+        ("big", "auto", {"TUNEDECK_ACCELERATOR_NAME": "H100 80GB HBM3", "TUNEDECK_ACCELERATOR_MEMORY_GB": "79.6"}),
+    )
+    with running_stack(tmp_path_factory.mktemp("routing"), workers=workers) as stack:
         big_model = stack.data_dir / "models" / "llama-2-7b-config"
         big_model.mkdir(parents=True)
         (big_model / "config.json").write_text(json.dumps(LLAMA2_7B))
-        stack.start_worker("small", "auto", {"TUNEDECK_ACCELERATOR_NAME": "RTX 4090",
-                                              "TUNEDECK_ACCELERATOR_MEMORY_GB": "23.99"})
-        stack.start_worker("big", "auto", {"TUNEDECK_ACCELERATOR_NAME": "H100 80GB HBM3",
-                                            "TUNEDECK_ACCELERATOR_MEMORY_GB": "79.6"})
-        stack.start_api()
-        stack.wait_for_workers(2)
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def _workers(stack: Stack) -> dict[str, dict]:
