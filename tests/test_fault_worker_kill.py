@@ -103,12 +103,18 @@ def test_sigkilled_worker_job_is_requeued_and_succeeds(stack: Stack) -> None:
     assert [s["attempt"] for s in statuses if s["status"] == "running"] == [1, 2]
     requeue = [s for s in statuses if s["status"] == "queued" and s.get("reason") == "worker lost"]
     assert len(requeue) == 1
-    # Attempt 2 resumed from a checkpoint taken before the kill (every 2 steps), not from step 1.
+    # Attempt 2 resumed from the last checkpoint attempt 1 wrote (every 2 steps), not from step 1.
+    lost_at = next(e.seq for e in events if e.kind == "status" and e.data.get("reason") == "worker lost")
+    first_attempt = [e.data for e in events if e.seq < lost_at]
+    saved = [d["checkpoint"]["step"] for d in first_attempt if isinstance(d.get("checkpoint"), dict)]
+    last_step = max(d["step"] for d in first_attempt if "step" in d and "total" in d)
     metrics = [e.data for e in events if e.kind == "metric"]
     resumed = [i for i, m in enumerate(metrics) if m.get("resumed")]
     assert len(resumed) == 1, "attempt 2 did not resume from a checkpoint"
     second = metrics[resumed[0]:]
-    assert 1 < second[0]["step"] <= killed_at + 1
+    resumed_from = second[0]["step"] - 1
+    assert saved and resumed_from % 2 == 0 and max(saved) <= resumed_from <= last_step, (saved, resumed_from)
+    assert killed_at <= last_step
     assert [m["step"] for m in second] == list(range(second[0]["step"], MAX_STEPS + 1))
 
 
