@@ -83,19 +83,12 @@ class Catalog(Protocol):
     def gpu(self, name: str) -> GpuSpec | None: ...
 
 
-class FileCatalog:
-    """Catalogs from `app/planner/data/*.json`, validated on load."""
+class CatalogLookups:
+    """The lookups both catalogs answer alike, over `_models`, `_gpus` and `_gpu_index` (by slug)."""
 
-    def __init__(self, data_dir: Path = DATA_DIR) -> None:
-        models = json.loads((data_dir / "models.json").read_text(encoding="utf-8"))
-        gpus = json.loads((data_dir / "gpus.json").read_text(encoding="utf-8"))
-        self.models_as_of: str = models.get("as_of", "")
-        self.gpus_as_of: str = gpus.get("as_of", "")
-        self._models = {m.id: m for m in (ModelEntry.model_validate(row) for row in models["models"])}
-        self._gpus = [GpuSpec.model_validate(row) for row in gpus["gpus"]]
-        self._gpu_index = {slug(g.name): g for g in self._gpus}
-        self.runtime = Runtime.model_validate(gpus["runtime"])
-        self._architectures: dict[str, Architecture] = {}
+    _models: dict[str, ModelEntry]
+    _gpus: list[GpuSpec]
+    _gpu_index: dict[str, GpuSpec]
 
     def models(self) -> list[ModelEntry]:
         return list(self._models.values())
@@ -108,6 +101,21 @@ class FileCatalog:
 
     def gpu(self, name: str) -> GpuSpec | None:
         return self._gpu_index.get(slug(name))
+
+
+class FileCatalog(CatalogLookups):
+    """Catalogs from `app/planner/data/*.json`, validated on load."""
+
+    def __init__(self, data_dir: Path = DATA_DIR) -> None:
+        models = json.loads((data_dir / "models.json").read_text(encoding="utf-8"))
+        gpus = json.loads((data_dir / "gpus.json").read_text(encoding="utf-8"))
+        self.models_as_of: str = models.get("as_of", "")
+        self.gpus_as_of: str = gpus.get("as_of", "")
+        self._models = {m.id: m for m in (ModelEntry.model_validate(row) for row in models["models"])}
+        self._gpus = [GpuSpec.model_validate(row) for row in gpus["gpus"]]
+        self._gpu_index = {slug(g.name): g for g in self._gpus}
+        self.runtime = Runtime.model_validate(gpus["runtime"])
+        self._architectures: dict[str, Architecture] = {}
 
     def architecture(self, model_id: str) -> Architecture:
         """The parsed architecture of a catalog model (KeyError if unknown)."""

@@ -8,6 +8,8 @@ margin) stay in the repository's file: they are calibration, not a price list.
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func
@@ -15,12 +17,22 @@ from sqlmodel import Session, select
 
 from app.models import CatalogGpu, CatalogModel, utcnow
 from app.planner.architecture import Architecture
-from app.planner.catalog import GpuSpec, ModelEntry, Runtime, load_catalog, slug
+from app.planner.catalog import (
+    CatalogLookups,
+    GpuSpec,
+    ModelEntry,
+    Runtime,
+    load_catalog,
+)
 
-_ARCHITECTURES: dict[tuple[str, str], Architecture] = {}
+
+@lru_cache(maxsize=256)
+def _parsed_architecture(config_json: str) -> Architecture:
+    """Parsing is cached by the config's text, so an edited architecture is parsed anew."""
+    return Architecture.from_config(json.loads(config_json))
 
 
-class DbCatalog:
+class DbCatalog(CatalogLookups):
     """The `Catalog` the planner reads, from the catalog_gpu and catalog_model tables."""
 
     def __init__(self, session: Session) -> None:
@@ -35,25 +47,9 @@ class DbCatalog:
         self._gpus = [_gpu_spec(row) for row in gpu_rows]
         self._gpu_index = {g.id: g for g in self._gpus}
 
-    def models(self) -> list[ModelEntry]:
-        return list(self._models.values())
-
-    def gpus(self) -> list[GpuSpec]:
-        return list(self._gpus)
-
-    def model(self, model_id: str) -> ModelEntry | None:
-        return self._models.get(model_id)
-
-    def gpu(self, name: str) -> GpuSpec | None:
-        return self._gpu_index.get(slug(name))
-
     def architecture(self, model_id: str) -> Architecture:
         """The parsed architecture of a catalog model (KeyError if unknown)."""
-        row = self._model_rows[model_id]
-        key = (row.id, row.updated_at.isoformat())
-        if key not in _ARCHITECTURES:
-            _ARCHITECTURES[key] = Architecture.from_config(row.config)
-        return _ARCHITECTURES[key]
+        return _parsed_architecture(json.dumps(self._model_rows[model_id].config, sort_keys=True))
 
 
 def _gpu_spec(row: CatalogGpu) -> GpuSpec:
