@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.stack import ADMIN_EMAIL, ADMIN_PASSWORD
 
@@ -51,3 +51,19 @@ def page(browser: Browser, stack) -> Iterator[Page]:  # type: ignore[no-untyped-
         context.close()
     assert not js_errors, f"JavaScript errors on the page: {js_errors}"
     assert not failed, f"server errors: {failed}"
+
+
+def fill_job_form(page: Page, *, name: str = "", method: str = "lora", max_steps: str = "40",
+                  batch_size: str = "8", seq_len: str = "128") -> None:
+    """Open the new-job form and fill it for the demo model and dataset (not submitted)."""
+    page.goto("/jobs/new")
+    expect(page.get_by_role("heading", name="New fine-tuning job")).to_be_visible()
+    if name:
+        page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Model", exact=True).select_option("demo")
+    page.get_by_label("Dataset", exact=True).select_option("demo")
+    page.get_by_label("Method", exact=True).select_option(method)
+    page.get_by_label("Max steps").fill(max_steps)
+    page.get_by_label("Learning rate").fill("0.001")
+    page.get_by_label("Batch size").fill(batch_size)
+    page.get_by_label("Sequence length").fill(seq_len)

@@ -15,26 +15,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import TIMEOUT_MS
+from tests.browser import TIMEOUT_MS, fill_job_form
 from tests.conftest import job_body
 
 pytestmark = pytest.mark.browser
 
 STACK_TRACE = re.compile(r"Traceback|File \"|\.py\", line|Internal Server Error")
-
-
-def _fill_job_form(page: Page, *, max_steps: str = "40", seq_len: str = "128", name: str = "") -> None:
-    page.goto("/jobs/new")
-    expect(page.get_by_role("heading", name="New fine-tuning job")).to_be_visible()
-    if name:
-        page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_label("Model", exact=True).select_option("demo")
-    page.get_by_label("Dataset", exact=True).select_option("demo")
-    page.get_by_label("Method", exact=True).select_option("lora")
-    page.get_by_label("Max steps").fill(max_steps)
-    page.get_by_label("Learning rate").fill("0.001")
-    page.get_by_label("Batch size").fill("8")
-    page.get_by_label("Sequence length").fill(seq_len)
 
 
 def _log_lines(page: Page) -> int:
@@ -56,7 +42,7 @@ def _wait_for(predicate, timeout: float, message: str):  # type: ignore[no-untyp
 
 
 def test_launch_watch_live_and_download_the_adapter(page: Page, tmp_path: Path) -> None:
-    _fill_job_form(page, name="browser-walking-skeleton")
+    fill_job_form(page, name="browser-walking-skeleton")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
     job_id = page.url.rstrip("/").rsplit("/", 1)[-1]
@@ -119,7 +105,7 @@ def test_launch_watch_live_and_download_the_adapter(page: Page, tmp_path: Path) 
 
 
 def test_an_invalid_value_shows_a_field_error_not_a_stack_trace(page: Page) -> None:
-    _fill_job_form(page, seq_len="100000")
+    fill_job_form(page, seq_len="100000")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_load_state()
     assert page.url.endswith("/jobs"), page.url  # the form came back, no job page

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import TIMEOUT_MS
+from tests.browser import TIMEOUT_MS, fill_job_form
 
 pytestmark = pytest.mark.browser
 
@@ -20,14 +20,7 @@ EVERY = 5
 
 
 def _launch_with_evaluation(page: Page) -> None:
-    page.goto("/jobs/new")
-    page.get_by_label("Name", exact=True).fill("browser-lifecycle")
-    page.get_by_label("Model", exact=True).select_option("demo")
-    page.get_by_label("Dataset", exact=True).select_option("demo")
-    page.get_by_label("Method", exact=True).select_option("lora")
-    page.get_by_label("Max steps").fill(str(STEPS))
-    page.get_by_label("Batch size").fill("4")
-    page.get_by_label("Sequence length").fill("128")
+    fill_job_form(page, name="browser-lifecycle", max_steps=str(STEPS), batch_size="4")
     page.get_by_label("Checkpoint every").fill(str(EVERY))
     page.get_by_label("Eval fraction").fill("0.1")
     page.get_by_label("Eval every").fill(str(EVERY))

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.schemas.methods import METHOD_LABELS, METHOD_OPTIONS
-from tests.browser import TIMEOUT_MS
+from tests.browser import TIMEOUT_MS, fill_job_form
 
 pytestmark = pytest.mark.browser
 
@@ -48,16 +48,9 @@ def test_choosing_a_method_shows_its_options_with_hints_and_hides_the_others(pag
 
 
 def test_a_qlora_job_from_the_form_shows_its_options_parameters_and_both_downloads(page: Page) -> None:
-    page.goto("/jobs/new")
-    page.get_by_label("Name", exact=True).fill("browser-qlora")
-    page.get_by_label("Model", exact=True).select_option("demo")
-    page.get_by_label("Dataset", exact=True).select_option("demo")
-    page.get_by_label("Method", exact=True).select_option("qlora")
+    fill_job_form(page, name="browser-qlora", method="qlora", max_steps="4", batch_size="2")
     expect(page.locator('#method-options [name="quant_type"]')).to_be_visible()
     page.locator('#method-options [name="quant_type"]').select_option("fp4")
-    page.get_by_label("Max steps").fill("4")
-    page.get_by_label("Batch size").fill("2")
-    page.get_by_label("Sequence length").fill("128")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
 
