@@ -57,10 +57,12 @@ published: dict[int, float] = {}  # seq -> when it appeared in the Redis stream
 arrivals: list[tuple[int, float]] = []  # (seq, when a watcher got it), all watchers
 page_times: dict[str, list[float]] = {}
 failures: list[str] = []
+page_requests: list[float] = []  # every page request, answered or failed: the offered rate
 
 
 @events.request.add_listener
 def _record(request_type: str, name: str, response_time: float, exception: Exception | None, **_: object) -> None:
+    page_requests.append(response_time)
     if exception is not None:
         failures.append(f"{request_type} {name}: {exception}")
     else:
@@ -141,7 +143,7 @@ def report(seconds: float) -> bool:
         p95 = pct(all_pages, 95)
         ok &= p95 < TARGET_P95_MS
         print(f"{'all pages':28s} n={len(all_pages):5d}  p50={pct(all_pages, 50):7.1f} ms  p95={p95:7.1f} ms"
-              f"  ({len(all_pages) / seconds:.1f} req/s; target p95 < {TARGET_P95_MS:.0f} ms: "
+              f"  ({len(page_requests) / seconds:.1f} req/s sent; target p95 < {TARGET_P95_MS:.0f} ms: "
               f"{'met' if p95 < TARGET_P95_MS else 'MISSED'})")
     delays = [when - published[seq] for seq, when in arrivals if seq in published]
     if delays:
@@ -230,6 +232,7 @@ def main() -> int:
             page_summary("baseline, pages only (job training, no watchers)")
             page_times.clear()
             failures.clear()
+            page_requests.clear()
 
         stop = gevent.event.Event()
         follower = gevent.spawn(follow_stream, stack.redis_url, stop)
