@@ -125,13 +125,14 @@ def test_second_delivery_of_running_or_finished_job_does_nothing(stack: Stack) -
     worker_name = "worker2" if "worker2" in stack.procs else "worker"
     broker = Celery(broker=stack.redis_url)
     with stack.client() as client:
-        job_id = submit(client, _body(max_steps=8))
+        job_id = submit(client, _body(max_steps=30))
         wait_step(client, job_id, 1, 120)
         running = get_job(client, job_id)
         assert running["attempt"] == 1
 
         # A duplicate while it runs: claimed by nobody, no second trainer.
         assert _run_attempt_directly(stack, job_id) == "skipped"
+        assert get_job(client, job_id)["status"] == "running"  # it was a duplicate of a running job
         log = Path(stack.logs[worker_name])
         pattern = re.compile(r"succeeded in [\d.]+s: 'skipped'")
         skipped_before = len(pattern.findall(log.read_text(errors="replace")))
@@ -152,3 +153,31 @@ def test_second_delivery_of_running_or_finished_job_does_nothing(stack: Stack) -
     assert after["finished_at"] == done["finished_at"]
     assert len(stored_events(stack, job_id)) == history
     assert [s["attempt"] for s in _running_events(stack, job_id)] == [1]
+
+
+@pytest.mark.timeout(240)
+def test_killed_pool_child_job_resumes_on_the_surviving_worker(stack: Stack) -> None:
+    """Only the prefork child dies (the OOM killer's usual pick): Celery re-delivers at once, that
+    delivery finds the job still leased and does nothing, and once the lease runs out the job resumes."""
+    if "worker" not in stack.procs and "worker2" not in stack.procs:
+        stack.start_worker()
+    name = "worker2" if "worker2" in stack.procs else "worker"
+    with stack.client() as client:
+        job_id = submit(client, _body())
+        wait_step(client, job_id, 4, 120)
+        main = psutil.Process(stack.procs[name].pid)
+        trainers = trainer_pids(stack, name)
+        pool = [c for c in main.children() if c.pid not in trainers]
+        assert len(pool) == 1, pool
+        pool[0].send_signal(signal.SIGKILL)
+        done = wait_status(client, job_id, {"succeeded", "failed", "cancelled"}, 180)
+
+    assert done["status"] == "succeeded", done
+    assert done["attempt"] == 2 and done["worker"].startswith(f"{name}@")
+    assert stack.procs[name].poll() is None  # the worker itself lived on
+    assert "exited with 'signal 9 (SIGKILL)'" in Path(stack.logs[name]).read_text(errors="replace")
+    events = stored_events(stack, job_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.data["attempt"] for e in events if e.kind == "status" and e.data["status"] == "running"] == [1, 2]
+    assert [e.data["step"] > 1 for e in events if e.kind == "metric" and e.data.get("resumed")] == [True]
+
