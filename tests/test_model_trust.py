@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,8 @@ class CustomForCausalLM(LlamaForCausalLM):
 
 
 @pytest.fixture
-def custom_model(stack: Stack) -> tuple[str, Path]:
-    """A model folder with its own code, under a fresh name; yields (id, marker path)."""
+def custom_model(stack: Stack) -> Iterator[tuple[str, Path]]:
+    """A model folder with its own code, under a fresh name; yields (id, marker path), then removes both."""
     model_id = f"custom-{uuid.uuid4().hex[:8]}"
     folder = stack.data_dir / "models" / model_id
     shutil.copytree(stack.data_dir / "models" / "demo", folder)
@@ -46,7 +47,10 @@ def custom_model(stack: Stack) -> tuple[str, Path]:
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "modeling_custom.py").write_text(MODELING.format(marker=str(marker)))
-    return model_id, marker
+    yield model_id, marker
+    with stack.client() as admin:  # the shared stack's other tests see only the models they made
+        admin.delete(f"/api/v1/models/{model_id}/trust")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
