@@ -43,8 +43,8 @@ class Heartbeat:
         self._stop.set()
         try:
             Redis.from_url(get_settings().resolved_redis_url, socket_timeout=2).delete(worker_key(self.hostname))
-        except Exception:  # noqa: BLE001 - the key expires on its own
-            pass
+        except Exception as exc:  # noqa: BLE001 - the key expires on its own
+            log.debug("heartbeat key not removed: %s", exc)
 
     def _run(self) -> None:
         client = Redis.from_url(get_settings().resolved_redis_url, socket_timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from typing import Self
 
 from sqlalchemy import update
 from sqlmodel import Session
@@ -33,7 +34,7 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
