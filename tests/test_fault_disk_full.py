@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 from tests.chaos_stack import chaos_stack, submit, wait_status
 from tests.conftest import job_body
@@ -39,7 +39,7 @@ def _unmount(folder: Path) -> None:
         if subprocess.run(["umount", str(folder)], check=False, capture_output=True).returncode == 0:
             return
         time.sleep(0.5)
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    subprocess.run(["umount", "-l", str(folder)], check=False)  # detached now, freed once nothing uses it
 
 
 @pytest.mark.timeout(240)
@@ -56,7 +56,7 @@ def test_disk_full_during_a_checkpoint_fails_the_job_and_keeps_the_previous_one(
             contents = sorted(p.name for p in folder.iterdir())
             previous = folder / "checkpoint-2"
             state = json.loads((previous / "state.json").read_text())
-            weights = load_file(str(previous / "trainable.safetensors"))
+            weights = load((previous / "trainable.safetensors").read_bytes())  # no mmap: the mount must go
         finally:
             stack.stop("worker")
             if mounted:
