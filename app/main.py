@@ -39,10 +39,16 @@ API_ROUTERS = (datasets.router, jobs.router, job_history.router, events.router, 
                plan.router, plans.router)
 
 
+REDIS_MAX_CONNECTIONS = 10_000
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2)
+    # Every open event stream holds a connection in a blocking XREAD; redis-py's default pool cap
+    # (100) would make the 101st watcher and /healthz fail, so the cap is far above any page count.
+    app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2,
+                                     max_connections=REDIS_MAX_CONNECTIONS)
     try:
         ensure_demo_dataset()
         with Session(get_engine()) as session:

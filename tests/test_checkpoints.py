@@ -7,6 +7,7 @@ stops are real SIGTERMs.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import signal
@@ -270,3 +271,16 @@ def test_held_out_rows_are_fixed_by_the_seed_and_disjoint_from_training() -> Non
     assert split_holdout(rows, None, None, seed=3) == (rows, [])
     with pytest.raises(ValueError, match="leaves none"):
         split_holdout(rows, None, 100, seed=3)
+
+
+def test_a_full_disk_during_torch_save_is_reported_as_no_space_left(tmp_path: Path) -> None:
+    """torch.save says "unexpected pos" when the disk fills; the job's error must say what happened."""
+    from worker.train.checkpoint import CheckpointWriteError
+
+    cause = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 1024")
+    error = CheckpointWriteError(7, tmp_path, cause)
+    assert error.errno == errno.ENOSPC
+    assert "checkpoint of step 7" in str(error) and "No space left on device" in str(error)
+    assert "previous checkpoint is intact" in str(error)
+    other = CheckpointWriteError(7, tmp_path, PermissionError(errno.EACCES, "Permission denied"))
+    assert other.errno == errno.EACCES and "Permission denied" in str(other)

@@ -27,6 +27,7 @@ pure function of the step (`loop.lr_at`), so its state is the numbers in
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -212,9 +213,30 @@ def save(
             _discard(final)
         os.rename(tmp, final)
         _fsync_dir(folder)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointWriteError(step, folder, exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written, said plainly.
+
+    torch.save reports a full disk as "[enforce fail at inline_container.cc] unexpected pos";
+    the user needs to hear "no space left" and that the previous checkpoint is still there.
+    """
+
+    def __init__(self, step: int, folder: Path, cause: BaseException) -> None:
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = -1
+        full = getattr(cause, "errno", None) == errno.ENOSPC or "unexpected pos" in str(cause) or 0 <= free < 1024**2
+        reason = f"No space left on device ({free:,} bytes free)" if full else str(cause).splitlines()[0]
+        super().__init__(errno.ENOSPC if full else getattr(cause, "errno", None) or errno.EIO,
+                         f"could not write the checkpoint of step {step} in {folder}: {reason}; "
+                         "the previous checkpoint is intact")
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: Any) -> Resumed:
