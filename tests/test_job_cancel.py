@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.chaos_stack import get_job, submit
 from tests.conftest import job_body, read_events
 from tests.stack import Stack, wait_until
 
@@ -20,15 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _submit(client: httpx.Client, **hyperparameters: Any) -> str:
-    response = client.post("/api/v1/jobs", json=job_body(hyperparameters=hyperparameters))
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    response = client.get(f"/api/v1/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+    return submit(client, job_body(hyperparameters=hyperparameters))
 
 
 def _trainers(stack: Stack) -> list[psutil.Process]:
@@ -44,8 +37,8 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
     # A long job occupies the only worker, so the second one waits in the queue.
     running = _submit(client, max_steps=5000, checkpoint_every=0, log_every=1)
     queued = _submit(client, max_steps=5)
-    wait_until(lambda: _job(client, running)["progress"]["step"] >= 3, 180, "the long job never got going")
-    assert _job(client, queued)["status"] == "queued"
+    wait_until(lambda: get_job(client, running)["progress"]["step"] >= 3, 180, "the long job never got going")
+    assert get_job(client, queued)["status"] == "queued"
 
     # Queued: cancelled on the spot, and it stays that way.
     response = client.post(f"/api/v1/jobs/{queued}/cancel")
@@ -57,7 +50,7 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
     started = time.monotonic()
     response = client.post(f"/api/v1/jobs/{running}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelling"
-    final = wait_until(lambda: (j := _job(client, running))["status"] in {"cancelled", "failed", "succeeded"} and j,
+    final = wait_until(lambda: (j := get_job(client, running))["status"] in {"cancelled", "failed", "succeeded"} and j,
                        15, "the running job did not end after cancel", interval=0.1)
     latency = time.monotonic() - started
     assert final["status"] == "cancelled", final
@@ -78,9 +71,9 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
 
     # The worker is free again: the next job runs to the end, and the cancelled queued one never ran.
     following = _submit(client, max_steps=3)
-    wait_until(lambda: _job(client, following)["status"] in {"succeeded", "failed"}, 180, "the next job did not finish")
-    assert _job(client, following)["status"] == "succeeded"
-    never = _job(client, queued)
+    wait_until(lambda: get_job(client, following)["status"] in {"succeeded", "failed"}, 180, "the next job did not finish")
+    assert get_job(client, following)["status"] == "succeeded"
+    never = get_job(client, queued)
     assert never["status"] == "cancelled" and never["attempt"] == 0 and never["started_at"] is None
     queued_events = read_events(client, queued, timeout=30)
     assert [e["data"]["status"] for e in queued_events if e["event"] == "status"] == ["queued", "cancelled"]
@@ -89,9 +82,9 @@ def test_cancel_queued_and_running_jobs_then_the_worker_takes_the_next(stack: St
     # The cancel's checkpoint is a real one: a retry resumes from it (then is cancelled again).
     seen = len(events)
     assert client.post(f"/api/v1/jobs/{running}/retry").status_code == 200
-    wait_until(lambda: _job(client, running)["progress"]["step"] > stopped_at + 1, 180, "the retry did not resume")
+    wait_until(lambda: get_job(client, running)["progress"]["step"] > stopped_at + 1, 180, "the retry did not resume")
     client.post(f"/api/v1/jobs/{running}/cancel")
-    wait_until(lambda: _job(client, running)["status"] == "cancelled", 30, "the retry was not cancelled")
+    wait_until(lambda: get_job(client, running)["status"] == "cancelled", 30, "the retry was not cancelled")
     again = read_events(client, running, last_event_id=events[-1]["id"], timeout=30)
     assert len(read_events(client, running, timeout=30)) == seen + len(again)
     resumed = [e["data"]["resumed_from"] for e in again if e["event"] == "log" and "resumed_from" in e["data"]]
