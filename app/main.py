@@ -27,6 +27,7 @@ from app.auth.sessions import LoginRequired
 from app.auth.users import ensure_admin
 from app.bootstrap import ensure_demo_dataset
 from app.db import get_engine
+from app.events.live_reader import LiveReaders
 from app.planner.db_catalog import seed_catalogs
 from app.schemas.methods import METHODS
 from app.settings import get_settings
@@ -49,6 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # (100) would make the 101st watcher and /healthz fail, so the cap is far above any page count.
     app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2,
                                      max_connections=REDIS_MAX_CONNECTIONS)
+    app.state.live = LiveReaders(app.state.redis)
     try:
         ensure_demo_dataset()
         with Session(get_engine()) as session:
@@ -57,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception as exc:  # noqa: BLE001 - the API still answers; /healthz names the database
         log.error("first-start data not written (run `tunedeck migrate`?): %s", exc)
     yield
+    await app.state.live.close()
     await app.state.redis.aclose()
 
 

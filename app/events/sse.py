@@ -1,5 +1,8 @@
 """Server-sent events for one job: history from the database, then live from Redis.
 
+Live events come through the process's shared reader of the job's stream
+(`app.events.live_reader`), so a hundred watchers cost one XREAD per event.
+
 The reader keeps one cursor (the last sequence number sent) and only ever
 sends the next one, so a reconnect with `Last-Event-ID` gets exactly the
 events after it: nothing twice, nothing skipped, even if Redis lost its data.
@@ -7,7 +10,6 @@ events after it: nothing twice, nothing skipped, even if Redis lost its data.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine
 from app.events.store import events_after
-from app.events.stream import parse_entry, stream_key
+from app.events.live_reader import JobStreamReader, LiveEvent, LiveReaders, RedisUnavailable, json_frame
 from app.models import TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 GAP_RETRY_SECONDS = 0.2
 
-Event = tuple[int, str, dict[str, Any]]
+Event = tuple[int, str, dict[str, Any]] | LiveEvent
 
 
 def format_event(seq: int | None, kind: str, data: str) -> str:
@@ -39,9 +41,10 @@ async def json_frames(events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
     async for item in events:
         if isinstance(item, str):
             yield item
+        elif isinstance(item, LiveEvent):
+            yield item.frame  # made once by the shared reader for all watchers
         else:
-            seq, kind, data = item
-            yield format_event(seq, kind, json.dumps(data, separators=(",", ":")))
+            yield json_frame(*item)
 
 
 def is_terminal(kind: str, data: dict[str, Any]) -> bool:
@@ -61,10 +64,14 @@ def _job_status(job_id: str) -> str | None:
         return job.status if job else None
 
 
-async def job_events(redis: Any, job_id: str, last_seq: int) -> AsyncIterator[Event | str]:
+async def job_events(live: LiveReaders, job_id: str, last_seq: int) -> AsyncIterator[Event | str]:
     """Events after `last_seq` in order; a `str` is a comment line to keep the connection alive."""
-    cursor = last_seq
-    key = stream_key(job_id)
+    async with live.watch(job_id, last_seq) as reader:
+        async for item in _events_in_order(reader, job_id, last_seq):
+            yield item
+
+
+async def _events_in_order(reader: JobStreamReader, job_id: str, cursor: int) -> AsyncIterator[Event | str]:
     from_database = True  # at the start, after a gap and while Redis is away
     while True:
         if from_database:
@@ -81,26 +88,25 @@ async def job_events(redis: Any, job_id: str, last_seq: int) -> AsyncIterator[Ev
                 continue
             from_database = False
         try:
-            reply = await redis.xread({key: f"0-{cursor}"}, block=int(KEEPALIVE_SECONDS * 1000), count=500)
-        except Exception as exc:  # noqa: BLE001 - Redis down: keep serving from the database
+            batch = await reader.after(cursor, KEEPALIVE_SECONDS)
+        except RedisUnavailable as exc:
             log.debug("job %s: live stream unavailable (%s); polling the database", job_id, exc)
             yield ": redis unavailable, polling\n\n"
             await asyncio.sleep(1.0)
             from_database = True
             continue
-        if not reply:
+        if not batch:
             yield ": keepalive\n\n"
             from_database = True  # quiet stream: it may be gone (Redis restarted); the database knows
             continue
-        for entry_id, fields in reply[0][1]:
-            seq, kind, data = parse_entry(entry_id, fields)
-            if seq <= cursor:
+        for event in batch:
+            if event.seq <= cursor:
                 continue
-            if seq != cursor + 1:
+            if event.seq != cursor + 1:
                 from_database = True  # the missing events are on their way to the database
                 await asyncio.sleep(GAP_RETRY_SECONDS)
                 break
-            yield seq, kind, data
-            cursor = seq
-            if is_terminal(kind, data) and await run_in_threadpool(_job_status, job_id) in TERMINAL_STATUSES:
+            yield event
+            cursor = event.seq
+            if is_terminal(event.kind, event.data) and await run_in_threadpool(_job_status, job_id) in TERMINAL_STATUSES:
                 return

@@ -15,7 +15,7 @@ from app.api.deps import CurrentUser, JobDep, SessionDep
 from app.api.routes.events import SSE_HEADERS, resume_point
 from app.catalog.models import list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
-from app.events.sse import Event, format_event, is_terminal, job_events
+from app.events.sse import Event, format_event, job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
 from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
@@ -217,5 +217,5 @@ async def workers_page(request: Request, session: SessionDep) -> HTMLResponse:
 async def job_live(
     request: Request, job: JobDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
-    events = job_events(request.app.state.redis, job.id, resume_point(last_event_id, None))
+    events = job_events(request.app.state.live, job.id, resume_point(last_event_id, None))
     return StreamingResponse(_html_frames(job.id, events), media_type="text/event-stream", headers=SSE_HEADERS)

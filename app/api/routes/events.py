@@ -31,7 +31,7 @@ async def get_events(
     """`text/event-stream` of `log`, `metric` and `status` events; ends after the terminal status."""
     start = resume_point(last_event_id, after)
     return StreamingResponse(
-        json_frames(job_events(request.app.state.redis, job.id, start)),
+        json_frames(job_events(request.app.state.live, job.id, start)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
