@@ -128,3 +128,34 @@ def test_create_user_refuses_a_duplicate_email(stack: Stack) -> None:
     _cli(stack, "create-user", "--email", "dave@example.com", "--password", "long enough pw")
     again = _cli(stack, "create-user", "--email", "dave@example.com", "--password", "long enough pw")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_a_tokens_last_use_is_written_at_most_once_a_minute(stack: Stack) -> None:
+    """Every API call used to write `last_used_at`, queueing reads behind the trainer's event writes."""
+    from datetime import timedelta
+
+    from sqlmodel import Session, select
+
+    from app.auth.users import hash_token
+    from app.models import ApiToken
+    from tests.chaos_stack import engine_of
+
+    token = _user_token(stack, "dave@example.com")
+
+    def last_used() -> object:
+        with Session(engine_of(stack)) as session:
+            return session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one().last_used_at
+
+    with stack.client(token=token) as api:
+        assert api.get("/api/v1/jobs").status_code == 200
+        first = last_used()
+        assert first is not None
+        assert api.get("/api/v1/jobs").status_code == 200
+        assert last_used() == first  # within the minute: no write
+        with Session(engine_of(stack)) as session:
+            row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one()
+            row.last_used_at = first - timedelta(minutes=2)  # type: ignore[operator]
+            session.add(row)
+            session.commit()
+        assert api.get("/api/v1/jobs").status_code == 200
+        assert last_used() > first  # type: ignore[operator]

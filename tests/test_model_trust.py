@@ -60,10 +60,18 @@ def user_token(stack: Stack) -> str:
         return create_token(session, user, "trust test")[1]
 
 
-def _worker_load(stack: Stack, model_id: str) -> None:
+# The worker's loaders: the float32 base of most methods, the 4-bit base of QLoRA, and the merge's base.
+LOADERS_OF_THE_WORKER = {
+    "default": "from worker.methods import default_load; default_load(path, None, {})",
+    "qlora": "from worker.methods.qlora import load_quantized; load_quantized(path, {})",
+    "merge": "from worker.merge import dequantized_base; dequantized_base(path, {})",
+}
+
+
+def _worker_load(stack: Stack, model_id: str, loader: str = "default") -> None:
     """The worker's own loading code, in a process of its own, as the trainer calls it."""
-    code = ("import sys; from app.catalog.models import resolve_model_path; from worker.methods import default_load; "
-            "default_load(resolve_model_path(sys.argv[1]), None, {})")
+    code = ("import sys; from app.catalog.models import resolve_model_path; path = resolve_model_path(sys.argv[1]); "
+            + LOADERS_OF_THE_WORKER[loader])
     subprocess.run([sys.executable, "-c", code, model_id], env=stack.env, cwd=ROOT, check=True,
                    capture_output=True, timeout=120)
 
@@ -77,8 +85,9 @@ def test_a_model_with_its_own_code_is_refused_until_an_admin_allows_it(stack: St
         listed = {m["id"]: m for m in admin.get("/api/v1/models").json()["data"]}
         assert listed[model_id]["custom_code"] is True and listed[model_id]["trust_remote_code"] is False
         assert listed["demo"]["custom_code"] is False
-    _worker_load(stack, model_id)  # the worker loads it with the built-in class, never its code
-    assert not marker.exists()
+    for loader in LOADERS_OF_THE_WORKER:  # the worker loads it with the built-in class, never its code
+        _worker_load(stack, model_id, loader)
+        assert not marker.exists(), f"the {loader} loader ran the code of a model nobody allowed"
 
 
 def test_only_an_admin_may_allow_or_revoke_remote_code(stack: Stack, custom_model, user_token: str) -> None:  # type: ignore[no-untyped-def]
@@ -114,9 +123,10 @@ def test_the_worker_runs_a_models_code_only_once_allowed(stack: Stack, custom_mo
     model_id, marker = custom_model
     with stack.client() as admin:
         assert admin.put(f"/api/v1/models/{model_id}/trust").status_code == 200
-        _worker_load(stack, model_id)
-        assert marker.exists(), "allowed, but the worker did not pass trust_remote_code=True"
-        marker.unlink()
+        for loader in LOADERS_OF_THE_WORKER:
+            _worker_load(stack, model_id, loader)
+            assert marker.exists(), f"allowed, but the {loader} loader did not pass trust_remote_code=True"
+            marker.unlink()
         job_id = submit(admin, job_body(model=model_id, hyperparameters={"max_steps": 2, "batch_size": 4}))
         done = wait_status(admin, job_id, {"succeeded", "failed", "cancelled"}, 240)
     assert done["status"] == "succeeded", (done, [e.data for e in stored_events(stack, job_id)][-5:])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta, timezone
 
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +14,7 @@ from app.models import ApiToken, User, utcnow
 _hasher = PasswordHash.recommended()
 TOKEN_PREFIX = "td_"
 MIN_PASSWORD = 8
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class AccountError(ValueError):
@@ -74,10 +76,19 @@ def user_for_token(session: Session, token: str) -> User | None:
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         return None
-    row.last_used_at = utcnow()
-    session.add(row)
-    session.commit()
+    now = utcnow()
+    # A write per request would queue every API call behind the trainer's event writes (SQLite has one
+    # writer); "last used" to the minute is what the settings page needs.
+    if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.add(row)
+        session.commit()
     return session.get(User, row.user_id)
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they were written in UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def list_tokens(session: Session, user: User) -> list[ApiToken]:

@@ -58,11 +58,14 @@ def load_quantized(model_path: str, method_config: Mapping[str, Any]) -> PreTrai
         import bitsandbytes  # noqa: F401 - fail with a clear message, not deep inside transformers
     except ImportError as exc:
         raise RuntimeError(f"QLoRA needs bitsandbytes, which does not import here: {exc}") from exc
+    from app.catalog.trust import remote_code_allowed
+
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
         quantization_config=quantization_config(method_config),
         dtype=torch.float32,
         device_map={"": device},
+        trust_remote_code=remote_code_allowed(model_path),  # only for a model an admin allowed
     )
     return without_cpu_packed_inference(model)
 

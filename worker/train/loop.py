@@ -41,6 +41,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from app.catalog.trust import remote_code_allowed
 from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import make_optimizer
 from worker.train import checkpoint, events
@@ -276,7 +277,7 @@ def train(spec: TrainSpec) -> Path:
     torch.manual_seed(hp.seed)  # LoRA's A init and dropout masks draw from this
 
     events.log(f"Loading model from {spec.model_path} on {device.type}")
-    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path, trust_remote_code=remote_code_allowed(spec.model_path))
     method = get_method(spec.config.method)
     model = load_base(method, spec.model_path, hp, spec.config.method_config)
     if hp.gradient_checkpointing and not model.is_activation_checkpointing:
