@@ -14,7 +14,7 @@ follows the job's Redis stream itself with a blocking XREAD: the moment an
 event appears there is the moment the worker published it (loopback, well
 under a millisecond), and each watcher's delay is its arrival time minus that.
 
-    .venv/bin/python -m benchmarks.load_sse [--seconds 60] [--trainer-threads 1]
+    .venv/bin/python -m benchmarks.load_sse [--seconds 60] [--stream api|page] [--trainer-threads 1]
 
 Targets: page p95 under 200 ms, event delay under 1 s. Not part of the test suite.
 """
@@ -53,6 +53,8 @@ TARGET_DELAY_S = 1.0
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 JOB_ID = ""
+STREAM_PATHS = {"api": "/api/v1/jobs/{id}/events", "page": "/jobs/{id}/live"}
+STREAM_PATH = STREAM_PATHS["api"]
 published: dict[int, float] = {}  # seq -> when it appeared in the Redis stream
 arrivals: list[tuple[int, float]] = []  # (seq, when a watcher got it), all watchers
 page_times: dict[str, list[float]] = {}
@@ -81,7 +83,7 @@ class Watcher(User):
         while True:
             headers = {**AUTH, **({"Last-Event-ID": str(last)} if last is not None else {})}
             try:
-                with session.get(f"{self.host}/api/v1/jobs/{JOB_ID}/events", headers=headers,
+                with session.get(self.host + STREAM_PATH.format(id=JOB_ID), headers=headers,
                                  stream=True, timeout=60) as response:
                     for line in response.iter_lines(decode_unicode=True):
                         if line and line.startswith("id: "):
@@ -133,7 +135,8 @@ def pct(values: list[float], q: float) -> float:
 
 def report(seconds: float) -> bool:
     ok = True
-    print(f"\n=== {WATCHERS} SSE watchers + {PAGE_USERS * PAGE_RATE:.0f} page req/s for {seconds:.0f} s ===")
+    print(f"\n=== {WATCHERS} SSE watchers on {STREAM_PATH} + {PAGE_USERS * PAGE_RATE:.0f} page req/s"
+          f" for {seconds:.0f} s ===")
     all_pages: list[float] = []
     for name, times in sorted(page_times.items()):
         all_pages += times
@@ -196,18 +199,18 @@ def run_users(user_classes: list[type[User]], host: str, seconds: float) -> None
     runner.quit()
 
 
-def watchers_process(host: str, job_id: str, seconds: float, out: Path) -> int:
+def watchers_process(host: str, job_id: str, seconds: float, out: Path, stream: str) -> int:
     """The watchers in a process of their own, so that 100 busy streams do not slow the page timings
     of the load generator itself; they write what arrived when to `out`."""
-    global JOB_ID
-    JOB_ID = job_id
+    global JOB_ID, STREAM_PATH
+    JOB_ID, STREAM_PATH = job_id, STREAM_PATHS[stream]
     run_users([Watcher], host, seconds)
     out.write_text(json.dumps({"arrivals": arrivals, "failures": failures}))
     return 0
 
 
 def main() -> int:
-    global JOB_ID
+    global JOB_ID, STREAM_PATH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
     parser.add_argument("--baseline-seconds", type=float, default=15.0,
@@ -215,11 +218,14 @@ def main() -> int:
     parser.add_argument("--trainer-threads", type=int, default=0,
                         help="cap the trainer's CPU threads (OMP_NUM_THREADS), e.g. 1 to leave the API a core "
                              "as if the worker ran on its own machine (0: no cap)")
+    parser.add_argument("--stream", choices=sorted(STREAM_PATHS), default="api",
+                        help="what the watchers hold open: the JSON API's event stream, or the job page's (HTML)")
     parser.add_argument("--watchers-only", nargs=3, metavar=("HOST", "JOB_ID", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    STREAM_PATH = STREAM_PATHS[args.stream]
     if args.watchers_only:
         host, job_id, out = args.watchers_only
-        return watchers_process(host, job_id, args.seconds, Path(out))
+        return watchers_process(host, job_id, args.seconds, Path(out), args.stream)
     worker_env = {"OMP_NUM_THREADS": str(args.trainer_threads)} if args.trainer_threads else None
     with tempfile.TemporaryDirectory() as tmp, chaos_stack(Path(tmp), worker_env=worker_env) as stack, \
             stack.client() as client:
@@ -239,7 +245,7 @@ def main() -> int:
         warmup = 8.0  # every watcher connects and catches up on the history first
         out = Path(tmp) / "arrivals.json"
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.load_sse", "--seconds", str(args.seconds + warmup),
-                                  "--watchers-only", stack.base_url, JOB_ID, str(out)], cwd=ROOT)
+                                  "--watchers-only", stack.base_url, JOB_ID, str(out), "--stream", args.stream], cwd=ROOT)
         gevent.sleep(warmup)
         started = time.time()
         published_before = set(published)

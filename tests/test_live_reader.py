@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -177,3 +177,24 @@ def test_each_event_is_framed_once_for_every_watcher(stack: Stack) -> None:
     first, second, third = run(stack.redis_url, body)
     assert first == ['id: 1\nevent: metric\ndata: {"step":1,"loss":1.0}\n\n']
     assert first[0] is second[0] is third[0]
+
+
+def test_the_page_renders_a_live_event_once_for_every_open_tab() -> None:
+    from app.events.live_reader import live_event
+    from app.events.stream import entry_fields
+    from app.web.job_stream import page_frames
+
+    event = live_event(b"0-7", entry_fields("metric", {"step": 7, "total": 10, "loss": 0.5, "elapsed_seconds": 7.0}))
+
+    async def tab(item: object) -> list[str]:
+        async def one() -> AsyncIterator[object]:
+            yield item
+        return [frame async for frame in page_frames("job-1", one())]  # type: ignore[arg-type]
+
+    async def body() -> tuple[list[list[str]], list[str]]:
+        return await asyncio.gather(tab(event), tab(event), tab(event)), await tab(tuple(event))
+
+    tabs, from_database = asyncio.run(body())
+    assert tabs[0][0] is tabs[1][0] is tabs[2][0]  # made once, shared
+    assert tabs[0] == from_database  # and the same as the page makes from a stored event
+    assert "id: 7\nevent: metric\n" in tabs[0][0] and "event: progress" in tabs[0][0] and "3m" not in tabs[0][0]

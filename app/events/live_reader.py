@@ -18,7 +18,7 @@ import bisect
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +40,18 @@ class LiveEvent:
     kind: str
     data: dict[str, Any]
     frame: str
+    _made: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         """Unpacks as `(seq, kind, data)`, like an event read from the database."""
         return iter((self.seq, self.kind, self.data))
+
+    def made(self, key: str, make: Callable[[], str]) -> str:
+        """What `make` gives for this event, made by the first watcher that asks (e.g. the page's HTML)."""
+        value = self._made.get(key)
+        if value is None:
+            value = self._made[key] = make()
+        return value
 
 
 class RedisUnavailable(Exception):

@@ -1,9 +1,6 @@
 """HTML pages. One URL gives the whole page, or only the fragment an htmx request asks for."""
 from __future__ import annotations
 
-import html
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, UploadFile
@@ -15,12 +12,13 @@ from app.api.deps import CurrentUser, JobDep, SessionDep
 from app.api.routes.events import SSE_HEADERS, resume_point
 from app.catalog.models import list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
-from app.events.sse import Event, format_event, job_events
+from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
 from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
 from app.web.method_fields import hyperparameter_fields, option_fields
 from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, body_from_form, field_for, validation_messages
+from app.web.job_stream import page_frames
 from app.web.templating import templates
 from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
@@ -138,60 +136,6 @@ def cancel_from_page(request: Request, job: JobDep, session: SessionDep) -> HTML
     return templates.TemplateResponse(request, "partials/job_status.html", {"status": job.status, "job_id": job.id})
 
 
-def _eta(data: dict[str, Any]) -> str | None:
-    step, total, elapsed = data.get("step"), data.get("total"), data.get("elapsed_seconds")
-    if not (isinstance(step, int) and isinstance(total, int) and isinstance(elapsed, (int, float)) and step > 0):
-        return None
-    seconds = int(elapsed / step * max(total - step, 0))
-    return f"{seconds // 60}m {seconds % 60:02d}s"
-
-
-def _timeline_text(kind: str, data: dict[str, Any]) -> str | None:
-    if kind == "status":
-        status = data.get("status")
-        if status == "running":
-            return f"started on {data.get('worker', 'a worker')} (attempt {data.get('attempt', 1)})"
-        if data.get("retry"):
-            return "queued again (retry" + (", resuming from the last checkpoint)" if data.get("resume") else ", from scratch)")
-        return f"{status}" + (f": {data['error']}" if data.get("error") else "")
-    if kind == "log" and isinstance(data.get("checkpoint"), dict):
-        return f"checkpoint saved at step {data['checkpoint'].get('step')}"
-    if kind == "log" and data.get("resumed_from") is not None:
-        return f"resumed from step {data['resumed_from']}"
-    if kind == "log" and isinstance(data.get("stopped"), dict):
-        return f"stopped at step {data['stopped'].get('step')} on request, checkpoint saved"
-    return None
-
-
-async def _html_frames(job_id: str, events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
-    """The page's stream: fragments for htmx to swap, metrics as JSON for the chart glue."""
-    badge = templates.get_template("partials/job_status.html")
-    progress = templates.get_template("partials/progress.html")
-    sample = templates.get_template("partials/sample.html")
-    timeline = templates.get_template("partials/timeline_item.html")
-    async for item in events:
-        if isinstance(item, str):
-            yield item
-            continue
-        seq, kind, data = item
-        if kind == "log":
-            level = html.escape(str(data.get("level", "info")))
-            yield format_event(seq, "log", f'<div class="log-line {level}">{html.escape(str(data.get("message", "")))}</div>')
-            if isinstance(data.get("sample"), dict):
-                yield format_event(None, "sample", sample.render(sample=data["sample"]))
-            if isinstance(data.get("checkpoint"), dict):
-                yield format_event(None, "checkpoint", "{}")
-        elif kind == "metric":
-            yield format_event(seq, "metric", json.dumps(data))
-            yield format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0), eta=_eta(data)))
-        elif kind == "status":
-            yield format_event(seq, "status", badge.render(status=data.get("status"), job_id=job_id))
-        text = _timeline_text(kind, data)
-        if text:
-            yield format_event(None, "timeline", timeline.render(text=text, when=""))
-    yield format_event(None, "end", "{}")  # only the real end: job_events stops at the final status
-
-
 @router.get("/jobs/{job_id}/checkpoints", response_class=HTMLResponse)
 def checkpoints_fragment(request: Request, job: JobDep) -> HTMLResponse:
     items = []
@@ -218,4 +162,4 @@ async def job_live(
     request: Request, job: JobDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
     events = job_events(request.app.state.live, job.id, resume_point(last_event_id, None))
-    return StreamingResponse(_html_frames(job.id, events), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(page_frames(job.id, events), media_type="text/event-stream", headers=SSE_HEADERS)
