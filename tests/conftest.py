@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.demo_dataset import write_demo_dataset
 from tests.stack import Stack, running_stack
+from worker.demo_model import ensure_demo_model
 
 # `browser` and `page` (headless Chromium, logged in) for the page tests.
 pytest_plugins = ["tests.browser"]
@@ -18,6 +20,22 @@ pytest_plugins = ["tests.browser"]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("tunedeck")) as s:
         yield s
+
+
+def shared_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo model and dataset on disk, built once per test session; the trainers' tests read them."""
+    root = tmp_path_factory.getbasetemp() / "shared-assets"
+    dataset = root / "demo.jsonl"
+    if not dataset.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        write_demo_dataset(dataset)
+    return ensure_demo_model(root / "models"), dataset
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(demo model folder, demo dataset file), shared by every test that runs the trainer directly."""
+    return shared_assets(tmp_path_factory)
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file
 
-from app.demo_dataset import write_demo_dataset
 from app.jobs.checkpoints import complete_checkpoints
 from app.schemas.hyperparameters import Hyperparameters
 from tests.test_trainer import Run, trainer_env
-from worker.demo_model import ensure_demo_model
 from worker.train.events import parse_line
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +39,6 @@ METHOD_CONFIGS: dict[str, dict[str, Any]] = {
 def env() -> dict[str, str]:
     """The trainer's environment: its own migrated data dir, and no fault unless a test sets one."""
     return trainer_env()
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("assets")
-    dataset = root / "demo.jsonl"
-    write_demo_dataset(dataset)
-    return ensure_demo_model(root / "models"), dataset
 
 
 def write_spec(job_dir: Path, assets: tuple[Path, Path], *, method: str = "lora", resume: bool = False,

@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 from safetensors import safe_open
 
-from app.demo_dataset import write_demo_dataset
-from worker.demo_model import ensure_demo_model
 from worker.train.events import parse_line
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,14 +34,6 @@ class Run:
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [data for k, data in self.events if k == kind]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("assets")
-    dataset = root / "demo.jsonl"
-    write_demo_dataset(dataset)
-    return ensure_demo_model(root / "models"), dataset
 
 
 def write_spec(job_dir: Path, model: Path, dataset: Path, **hyperparameters: Any) -> Path:

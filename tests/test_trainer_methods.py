@@ -23,10 +23,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from app.demo_dataset import write_demo_dataset
 from tests.artifact_probe import probe_in_fresh_process
+from tests.conftest import shared_assets
 from tests.test_trainer import Run, run_trainer
-from worker.demo_model import ensure_demo_model
 from worker.train.loop import PROBE_PROMPT
 
 STEPS = 12
@@ -101,16 +100,6 @@ class MethodRun:
         return summary
 
 
-def shared_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The demo model and dataset, once per session (test_merge and test_generate_cli use them too)."""
-    root = tmp_path_factory.getbasetemp() / "shared-assets"
-    dataset = root / "demo.jsonl"
-    if not dataset.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        write_demo_dataset(dataset)
-    return ensure_demo_model(root / "models"), dataset
-
-
 _TRAINED: dict[str, MethodRun] = {}
 
 
@@ -134,11 +123,6 @@ def trained(case_id: str, tmp_path_factory: pytest.TempPathFactory) -> MethodRun
         assert_succeeded(run)
         _TRAINED[case_id] = MethodRun(method, case, run, job_dir / "artifact", job_dir / "merged")
     return _TRAINED[case_id]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return shared_assets(tmp_path_factory)
 
 
 def write_method_spec(

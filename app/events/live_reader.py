@@ -125,6 +125,7 @@ class JobStreamReader:
         while self.watchers > 0:
             try:
                 reply = await self.redis.xread({key: f"0-{self.cursor}"}, block=BLOCK_MS, count=BATCH)
+                batch = [live_event(entry_id, fields) for entry_id, fields in reply[0][1]] if reply else []
                 self.error = None
             except asyncio.CancelledError:
                 raise
@@ -134,8 +135,8 @@ class JobStreamReader:
                 self._announce()
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
                 continue
-            if reply:
-                self._append([live_event(entry_id, fields) for entry_id, fields in reply[0][1]])
+            if batch:
+                self._append(batch)
                 self._announce()
 
     async def _range(self, after: int) -> list[LiveEvent]:
