@@ -5,6 +5,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -32,6 +33,13 @@ def xread_calls(redis_url: str) -> int:
     return int(stats.get("cmdstat_xread", {}).get("calls", 0))
 
 
+def in_own_loop(main: Callable[[], Awaitable[Any]]) -> Any:
+    """asyncio.run in a thread of its own: Playwright's sync API (the browser tests, session-wide)
+    keeps an event loop running in the main thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, main()).result()
+
+
 def run(redis_url: str, body: Callable[[LiveReaders], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         redis = Redis.from_url(redis_url, max_connections=1000)
@@ -41,7 +49,7 @@ def run(redis_url: str, body: Callable[[LiveReaders], Awaitable[Any]]) -> Any:
         finally:
             await live.close()
             await redis.aclose()
-    return asyncio.run(main())
+    return in_own_loop(main)
 
 
 async def collect(live: LiveReaders, job_id: str, after: int, last: int) -> list[int]:
@@ -194,7 +202,7 @@ def test_the_page_renders_a_live_event_once_for_every_open_tab() -> None:
     async def body() -> tuple[list[list[str]], list[str]]:
         return await asyncio.gather(tab(event), tab(event), tab(event)), await tab(tuple(event))
 
-    tabs, from_database = asyncio.run(body())
+    tabs, from_database = in_own_loop(body)
     assert tabs[0][0] is tabs[1][0] is tabs[2][0]  # made once, shared
     assert tabs[0] == from_database  # and the same as the page makes from a stored event
     assert "id: 7\nevent: metric\n" in tabs[0][0] and "event: progress" in tabs[0][0] and "3m" not in tabs[0][0]
