@@ -40,6 +40,19 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+class LoginSession(SQLModel, table=True):
+    """A browser login. The signed cookie names it; logging out or expiry ends it here, so a copied
+    cookie stops working too (a signature alone cannot be taken back)."""
+
+    __tablename__ = "login_session"
+
+    id: str = Field(primary_key=True, max_length=64, description="random, the cookie's `sid`")
+    user_id: str = Field(max_length=64, foreign_key="user.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    ended_at: datetime | None = None
+
+
 class Dataset(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
     owner_id: str | None = Field(default=None, max_length=64, index=True, description="None: shared (the demo)")

@@ -1,14 +1,21 @@
 """Accounts and access: who may see, download, cancel and retry what; CSRF on cookie sessions."""
 from __future__ import annotations
 
+import base64
+import json
 import re
-from contextlib import closing
 import subprocess
 import sys
+from contextlib import closing
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlmodel import Session, select
 
+from app.auth.users import hash_token
+from app.models import ApiToken, LoginSession, utcnow
+from tests.chaos_stack import engine_of
 from tests.conftest import job_body
 from tests.stack import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, Stack
 
@@ -132,14 +139,6 @@ def test_create_user_refuses_a_duplicate_email(stack: Stack) -> None:
 
 def test_a_tokens_last_use_is_written_at_most_once_a_minute(stack: Stack) -> None:
     """Every API call used to write `last_used_at`, queueing reads behind the trainer's event writes."""
-    from datetime import timedelta
-
-    from sqlmodel import Session, select
-
-    from app.auth.users import hash_token
-    from app.models import ApiToken
-    from tests.chaos_stack import engine_of
-
     token = _user_token(stack, "dave@example.com")
 
     def last_used() -> object:
@@ -159,3 +158,38 @@ def test_a_tokens_last_use_is_written_at_most_once_a_minute(stack: Stack) -> Non
             session.commit()
         assert api.get("/api/v1/jobs").status_code == 200
         assert last_used() > first  # type: ignore[operator]
+
+
+def _login_row(stack: Stack, client: httpx.Client) -> LoginSession | None:
+    """The database row behind a browser client's session cookie (the cookie is signed, not encrypted)."""
+    payload = client.cookies.get("tunedeck_session").split(".")[0]  # type: ignore[union-attr]
+    sid = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
+    with Session(engine_of(stack)) as session:
+        return session.get(LoginSession, sid)
+
+
+def test_logging_out_ends_the_session_even_for_a_copied_cookie(stack: Stack) -> None:
+    client, csrf = _browser_login(stack, ADMIN_EMAIL, ADMIN_PASSWORD)
+    with closing(client):
+        copied = client.cookies.get("tunedeck_session")
+        out = client.post("/logout", headers={"X-CSRF-Token": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert client.get("/jobs").headers.get("location", "").startswith("/login")
+    with httpx.Client(base_url=stack.base_url, timeout=30, cookies={"tunedeck_session": copied}) as replay:
+        assert replay.get("/jobs").headers.get("location", "").startswith("/login")
+        assert replay.get("/api/v1/jobs").status_code == 401
+
+
+def test_a_login_lasts_session_hours_and_not_a_moment_longer(stack: Stack) -> None:
+    client, _ = _browser_login(stack, ADMIN_EMAIL, ADMIN_PASSWORD)
+    with closing(client):
+        login = _login_row(stack, client)
+        assert login is not None and login.ended_at is None
+        assert login.expires_at - login.created_at == timedelta(hours=12)  # TUNEDECK_SESSION_HOURS' default
+        assert client.get("/api/v1/jobs").status_code == 200
+        with Session(engine_of(stack)) as session:  # as if the 12 hours had passed
+            login.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(login)
+            session.commit()
+        assert client.get("/api/v1/jobs").status_code == 401
+        assert client.get("/jobs").headers.get("location", "").startswith("/login")

@@ -39,3 +39,13 @@ def test_every_migration_downgrades_cleanly(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "tunedeck.db")
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables <= {"alembic_version"}
+
+
+def test_the_migrations_describe_the_models_exactly(tmp_path: Path) -> None:
+    """`alembic check` compares the upgraded database with the SQLModel tables: a model changed
+    without its migration (or the other way round) fails here, not on a user's first start."""
+    _alembic(tmp_path, "upgrade", "head")
+    env = {**os.environ, "TUNEDECK_DATA_DIR": str(tmp_path)}
+    env.pop("TUNEDECK_DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "-m", "alembic", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

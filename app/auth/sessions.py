@@ -1,33 +1,61 @@
-"""Browser sessions: a signed, HttpOnly, SameSite cookie holding the user id and login time."""
+"""Browser sessions: a signed, HttpOnly, SameSite cookie naming a login kept in the database.
+
+The cookie alone would stay valid until it expires, even after logout; the
+`login_session` row is what logout and expiry end, so a copied cookie stops
+working at the same moment.
+"""
 from __future__ import annotations
 
-import time
-from fastapi import Request
-from sqlmodel import Session
+import secrets
+from datetime import datetime, timedelta, timezone
 
-from app.models import User
+from fastapi import Request
+from sqlmodel import Session, col, delete
+
+from app.models import LoginSession, User, utcnow
 from app.settings import get_settings
 
-SESSION_USER = "user_id"
-SESSION_LOGIN_AT = "login_at"
+SESSION_ID = "sid"
 
 
 class LoginRequired(Exception):
     """No valid credentials: the API answers 401, pages redirect to the login page."""
 
 
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def session_user(request: Request, session: Session) -> User | None:
-    user_id = request.session.get(SESSION_USER)
-    login_at = request.session.get(SESSION_LOGIN_AT, 0)
-    if not user_id:
+    sid = request.session.get(SESSION_ID)
+    if not isinstance(sid, str) or not sid:
         return None
-    if time.time() - float(login_at) > get_settings().session_hours * 3600:
+    login = session.get(LoginSession, sid) if len(sid) <= 64 else None
+    if login is None or login.ended_at is not None or _aware(login.expires_at) <= utcnow():
         request.session.clear()
         return None
-    return session.get(User, user_id)
+    return session.get(User, login.user_id)
 
 
-def log_in(request: Request, user: User) -> None:
-    request.session.clear()  # a new session id on login: no fixation
-    request.session[SESSION_USER] = user.id
-    request.session[SESSION_LOGIN_AT] = time.time()
+def log_in(request: Request, session: Session, user: User) -> LoginSession:
+    """A new login row and a new cookie (a fresh id on every login: no session fixation)."""
+    now = utcnow()
+    session.exec(delete(LoginSession).where(col(LoginSession.expires_at) < now - timedelta(days=1)))  # type: ignore[call-overload]
+    login = LoginSession(id=secrets.token_urlsafe(32), user_id=user.id, created_at=now,
+                         expires_at=now + timedelta(hours=get_settings().session_hours))
+    session.add(login)
+    session.commit()
+    request.session.clear()
+    request.session[SESSION_ID] = login.id
+    return login
+
+
+def log_out(request: Request, session: Session) -> None:
+    """Ends the login on the server, then forgets the cookie."""
+    sid = request.session.get(SESSION_ID)
+    login = session.get(LoginSession, sid) if isinstance(sid, str) and len(sid) <= 64 else None
+    if login is not None and login.ended_at is None:
+        login.ended_at = utcnow()
+        session.add(login)
+        session.commit()
+    request.session.clear()

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import CurrentUser, SessionDep
 from app.auth.csrf import verify_csrf
-from app.auth.sessions import log_in
+from app.auth.sessions import log_in, log_out
 from app.auth.users import authenticate, create_token, list_tokens, revoke_token
 from app.web.templating import templates
 
@@ -38,13 +38,13 @@ def login(
     if user is None:
         context = {"next": _safe_next(next), "error": "Wrong email or password.", "email": email}
         return templates.TemplateResponse(request, "login.html", context, status_code=401)
-    log_in(request, user)
+    log_in(request, session, user)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @public.post("/logout")
-def logout(request: Request) -> RedirectResponse:
-    request.session.clear()
+def logout(request: Request, session: SessionDep) -> RedirectResponse:
+    log_out(request, session)
     return RedirectResponse("/login", status_code=303)
 
 
