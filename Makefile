@@ -37,11 +37,13 @@ $(VENDOR)/.installed: package.json
 	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
 	touch $@
 
-# Browser tests need Debian's chromium; compose checks need docker-compose.
+# Browser tests need Debian's chromium; compose checks need docker-compose; the production
+# database's tests need PostgreSQL (its binaries live in /usr/lib/postgresql/<version>/bin).
 test-deps: venv
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -14,8 +14,12 @@ log = logging.getLogger(__name__)
 RUN_JOB_TASK = "tunedeck.run_job"
 
 
-def enqueue_job(job_id: str, queue: str) -> bool:
-    """Publish after the row is committed; False (job stays queued for the reconciler) if Redis is down."""
+def enqueue_job(job_id: str, queue: str, session: Session | None = None) -> bool:
+    """Publish after the row is committed; False (job stays queued for the reconciler) if Redis is down.
+
+    A request passes its own session: opening a second one while the request's holds a connection
+    would need two pooled connections per submission, and a burst of submissions then waits on
+    itself until the pool times out."""
     from worker.celery_app import celery_app  # celery only; no torch
 
     try:
@@ -23,7 +27,12 @@ def enqueue_job(job_id: str, queue: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job queued in the database
         log.warning("could not enqueue job %s: %s (the reconciler will send it)", job_id, exc)
         return False
-    with Session(get_engine()) as session:
-        session.exec(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))  # type: ignore[call-overload]
+    stamp = update(Job).where(Job.id == job_id).values(enqueued_at=utcnow())  # type: ignore[arg-type]
+    if session is not None:
+        session.exec(stamp)  # type: ignore[call-overload]
         session.commit()
+        return True
+    with Session(get_engine()) as own:
+        own.exec(stamp)  # type: ignore[call-overload]
+        own.commit()
     return True

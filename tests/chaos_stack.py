@@ -54,7 +54,8 @@ def chaos_stack(data_dir: Path, *, worker: bool = True, api: bool = True,
 
 
 def engine_of(stack: Stack) -> Any:
-    return make_engine(f"sqlite:///{stack.data_dir / 'tunedeck.db'}")
+    """The stack's database: its TUNEDECK_DATABASE_URL (PostgreSQL tests), else the SQLite file."""
+    return make_engine(stack.env.get("TUNEDECK_DATABASE_URL") or f"sqlite:///{stack.data_dir / 'tunedeck.db'}")
 
 
 def job_row(stack: Stack, job_id: str) -> Job:

@@ -13,7 +13,7 @@ from tests.stack import Stack, running_stack
 from worker.demo_model import ensure_demo_model
 
 # `browser` and `page` (headless Chromium, logged in) for the page tests.
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.postgres"]
 
 
 @pytest.fixture(scope="session")

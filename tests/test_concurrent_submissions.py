@@ -1,7 +1,8 @@
 """50 job submissions at once from 10 users: every one stored once, owned by its user, queued once.
 
-A real API process on SQLite (WAL, busy timeout) and a real Redis; no worker,
-so nothing trains and every message stays in the queue where it can be counted.
+A real API process on SQLite (WAL, busy timeout), then on PostgreSQL, and a
+real Redis; no worker, so nothing trains and every message stays in the queue
+where it can be counted.
 """
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ def _queued_job_ids(redis: Redis, queue: str = "cpu") -> list[str]:
     return ids
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for chaos_stack: the default SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_database")}
+
+
 @pytest.mark.timeout(180)
-def test_fifty_simultaneous_submissions_from_ten_users_are_stored_once_each(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with chaos_stack(tmp_path, worker=False) as stack:
+def test_fifty_simultaneous_submissions_from_ten_users_are_stored_once_each(tmp_path, database_settings) -> None:  # type: ignore[no-untyped-def]
+    with chaos_stack(tmp_path, worker=False, **database_settings) as stack:
         engine = engine_of(stack)
         tokens: dict[str, str] = {}
         with Session(engine) as session:

@@ -58,3 +58,19 @@ def get_job_or_404(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
 
 
 JobDep = Annotated[Job, Depends(get_job_or_404)]
+
+
+def get_job_for_stream(job: JobDep, session: SessionDep) -> Job:
+    """The job, for a response that streams for minutes or hours (events, downloads).
+
+    FastAPI ends `yield` dependencies only after the response is sent, so the
+    request's session would hold a pooled connection in an open transaction for
+    the whole stream: 30 watchers would empty PostgreSQL's pool, and on SQLite
+    an open reader stops the WAL from being checkpointed. The session is closed
+    here; the job keeps the fields it loaded.
+    """
+    session.close()
+    return job
+
+
+StreamJobDep = Annotated[Job, Depends(get_job_for_stream)]

@@ -155,7 +155,7 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     append_events(session, job.id, [("status", {"status": "queued"})])
     session.commit()
     session.refresh(job)
-    enqueue_job(job.id, job.queue)
+    enqueue_job(job.id, job.queue, session)
     return job
 
 
@@ -218,7 +218,7 @@ def retry_job(session: Session, job: Job, *, fresh: bool = False) -> Job | None:
     append_events(session, job.id, [("status", {"status": "queued", "retry": True, "resume": not fresh})])
     session.commit()
     session.refresh(job)
-    enqueue_job(job.id, job.queue)
+    enqueue_job(job.id, job.queue, session)
     return job
 
 

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentUser, JobDep, SessionDep
+from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.api.routes.events import SSE_HEADERS, resume_point
 from app.catalog.models import list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
@@ -159,7 +159,7 @@ async def workers_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 @router.get("/jobs/{job_id}/live")
 async def job_live(
-    request: Request, job: JobDep, last_event_id: Annotated[str | None, Header()] = None
+    request: Request, job: StreamJobDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
     events = job_events(request.app.state.live, job.id, resume_point(last_event_id, None))
     return StreamingResponse(page_frames(job.id, events), media_type="text/event-stream", headers=SSE_HEADERS)

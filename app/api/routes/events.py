@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import JobDep
+from app.api.deps import StreamJobDep
 from app.events.sse import job_events, json_frames
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -23,7 +23,7 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
 async def get_events(
-    job: JobDep,
+    job: StreamJobDep,
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID")] = None,

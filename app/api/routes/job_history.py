@@ -10,7 +10,7 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from app import storage
-from app.api.deps import JobDep, SessionDep
+from app.api.deps import JobDep, SessionDep, StreamJobDep
 from app.jobs.artifacts import zip_folder
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.models import JobEvent
@@ -90,7 +90,7 @@ def get_checkpoints(job: JobDep) -> dict[str, Any]:
 
 @router.get("/{job_id}/checkpoints/{name}", response_class=FileResponse)
 async def get_checkpoint(
-    job: JobDep, name: Annotated[str, PathParam(pattern=r"^checkpoint-\d{1,9}$")]
+    job: StreamJobDep, name: Annotated[str, PathParam(pattern=r"^checkpoint-\d{1,9}$")]
 ) -> FileResponse:
     """One checkpoint folder as a zip (weights and resume state)."""
     root = storage.job_dir(job.id) / CHECKPOINT_DIR

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentUser, JobDep, SessionDep
+from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.api.errors import field_error
 from app.jobs.artifacts import artifact_zip
 from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, retry_job, to_public
@@ -74,12 +74,12 @@ async def _download(job_id: str, job, kind: str) -> FileResponse:  # type: ignor
 
 
 @router.get("/{job_id}/adapter", response_class=FileResponse)
-async def get_adapter(job: JobDep) -> FileResponse:
+async def get_adapter(job: StreamJobDep) -> FileResponse:
     """The trained artifact as a zip: a PEFT folder, a bottleneck-adapter folder, or a model folder."""
     return await _download(job.id, job, "adapter")
 
 
 @router.get("/{job_id}/merged", response_class=FileResponse)
-async def get_merged(job: JobDep) -> FileResponse:
+async def get_merged(job: StreamJobDep) -> FileResponse:
     """LoRA, DoRA and QLoRA merged into the base weights, as a plain model folder (zip)."""
     return await _download(job.id, job, "merged")
