@@ -27,6 +27,7 @@ monkey.patch_all()  # before anything opens a socket (locust would do it on impo
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,11 +61,15 @@ arrivals: list[tuple[int, float]] = []  # (seq, when a watcher got it), all watc
 page_times: dict[str, list[float]] = {}
 failures: list[str] = []
 page_requests: list[float] = []  # every page request, answered or failed: the offered rate
+slow_pages: list[tuple[float, str, float]] = []  # (when it was sent, which, ms) of requests over STALL_MS
+STALL_MS = 500.0
 
 
 @events.request.add_listener
 def _record(request_type: str, name: str, response_time: float, exception: Exception | None, **_: object) -> None:
     page_requests.append(response_time)
+    if response_time > STALL_MS:
+        slow_pages.append((time.time() - response_time / 1000, name, response_time))
     if exception is not None:
         failures.append(f"{request_type} {name}: {exception}")
     else:
@@ -160,6 +165,18 @@ def report(seconds: float) -> bool:
     else:
         ok = False
         print("no events reached the watchers")
+    late = sorted((published[seq], seq, when - published[seq]) for seq, when in arrivals
+                  if seq in published and when - published[seq] > STALL_MS / 1000)
+    if slow_pages or late:
+        first = min([t for t, _, _ in slow_pages] + [t for t, _, _ in late])
+        print(f"stalls over {STALL_MS:.0f} ms (seconds since the first, local time {time.strftime('%H:%M:%S', time.localtime(first))}):")
+        for sent, name, ms in slow_pages:
+            print(f"  +{sent - first:6.2f} s  {name}: {ms:.0f} ms")
+        by_event: dict[int, tuple[float, float]] = {}
+        for when, seq, delay in late:
+            by_event[seq] = (when, max(delay, by_event.get(seq, (0.0, 0.0))[1]))
+        for seq, (when, delay) in sorted(by_event.items()):
+            print(f"  +{when - first:6.2f} s  event {seq}: up to {delay * 1000:.0f} ms late")
     if failures:
         kinds: dict[str, int] = {}
         for failure in failures:
@@ -220,6 +237,8 @@ def main() -> int:
                              "as if the worker ran on its own machine (0: no cap)")
     parser.add_argument("--stream", choices=sorted(STREAM_PATHS), default="api",
                         help="what the watchers hold open: the JSON API's event stream, or the job page's (HTML)")
+    parser.add_argument("--keep-logs", type=Path, default=None,
+                        help="copy the stack's process logs (api.log, worker.log) into this folder at the end")
     parser.add_argument("--watchers-only", nargs=3, metavar=("HOST", "JOB_ID", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     STREAM_PATH = STREAM_PATHS[args.stream]
@@ -269,6 +288,10 @@ def main() -> int:
               f"worker and trainer {100 * trainer_cpu / elapsed:.0f}%, on {psutil.cpu_count()} cores "
               f"(load average {os.getloadavg()[0]:.1f})")
         client.post(f"/api/v1/jobs/{JOB_ID}/cancel")
+        if args.keep_logs is not None:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in stack.logs.values():
+                shutil.copy(log, args.keep_logs / log.name)
     return 0 if ok else 1
 
 
