@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 from sqlalchemy import update
 from sqlmodel import Session
@@ -27,12 +28,7 @@ def enqueue_job(job_id: str, queue: str, session: Session | None = None) -> bool
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job queued in the database
         log.warning("could not enqueue job %s: %s (the reconciler will send it)", job_id, exc)
         return False
-    stamp = update(Job).where(Job.id == job_id).values(enqueued_at=utcnow())  # type: ignore[arg-type]
-    if session is not None:
-        session.exec(stamp)  # type: ignore[call-overload]
-        session.commit()
-        return True
-    with Session(get_engine()) as own:
-        own.exec(stamp)  # type: ignore[call-overload]
-        own.commit()
+    with nullcontext(session) if session is not None else Session(get_engine()) as stamping:
+        stamping.exec(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))  # type: ignore[call-overload]
+        stamping.commit()
     return True

@@ -46,8 +46,8 @@ REDIS_MAX_CONNECTIONS = 10_000
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    # Every open event stream holds a connection in a blocking XREAD; redis-py's default pool cap
-    # (100) would make the 101st watcher and /healthz fail, so the cap is far above any page count.
+    # Each watched job holds a connection in its shared reader's blocking XREAD (app.events.live_reader);
+    # redis-py's default pool cap (100) would make /healthz fail past 100 watched jobs.
     app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2,
                                      max_connections=REDIS_MAX_CONNECTIONS)
     app.state.live = LiveReaders(app.state.redis)

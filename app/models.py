@@ -13,6 +13,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(when: datetime) -> datetime:
+    """A stored time made comparable with `utcnow()`: SQLite gives back naive datetimes, written in UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def new_id() -> str:
     return uuid4().hex
 

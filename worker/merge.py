@@ -29,26 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+
+from app.catalog.trust import remote_code_allowed
+from worker.methods import float32_base
 
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 RECORD_NAME = "tunedeck_training.json"
 
 
-def _trusted(base_model_path: str) -> bool:
-    """A model's own code runs here only if an admin allowed that model, as in training."""
-    from app.catalog.trust import remote_code_allowed
-
-    return remote_code_allowed(base_model_path)
-
-
-def _float32_base(base_model_path: str) -> PreTrainedModel:
-    return AutoModelForCausalLM.from_pretrained(base_model_path, dtype=torch.float32,
-                                                trust_remote_code=_trusted(base_model_path))
-
-
 def _declared_dtype(base_model_path: str) -> torch.dtype:
-    config = AutoConfig.from_pretrained(base_model_path, trust_remote_code=_trusted(base_model_path))
+    config = AutoConfig.from_pretrained(base_model_path, trust_remote_code=remote_code_allowed(base_model_path))
     declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     if isinstance(declared, torch.dtype):
         return declared
@@ -78,7 +69,7 @@ def dequantized_base(base_model_path: str, method_config: Mapping[str, Any]) -> 
 
     from worker.methods.qlora import load_quantized
 
-    base = _float32_base(base_model_path)
+    base = float32_base(base_model_path)
     quantized = load_quantized(base_model_path, method_config)
     layers = dict(base.named_modules())
     with torch.no_grad():
@@ -101,7 +92,7 @@ def merged_model(adapter_dir: Path, base_model_path: str) -> PreTrainedModel:
     if config.get("method") == "qlora":
         base = dequantized_base(base_model_path, config.get("method_config") or {})
     else:
-        base = _float32_base(base_model_path)
+        base = float32_base(base_model_path)
     with warnings.catch_warnings():
         # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`; not the user's concern.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

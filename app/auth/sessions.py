@@ -7,12 +7,12 @@ working at the same moment.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from fastapi import Request
 from sqlmodel import Session, col, delete
 
-from app.models import LoginSession, User, utcnow
+from app.models import LoginSession, User, as_utc, utcnow
 from app.settings import get_settings
 
 SESSION_ID = "sid"
@@ -22,16 +22,19 @@ class LoginRequired(Exception):
     """No valid credentials: the API answers 401, pages redirect to the login page."""
 
 
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+def _cookie_login(request: Request, session: Session) -> LoginSession | None:
+    """The login row the cookie names, if it names one (ended or not)."""
+    sid = request.session.get(SESSION_ID)
+    if not isinstance(sid, str) or not sid or len(sid) > 64:
+        return None
+    return session.get(LoginSession, sid)
 
 
 def session_user(request: Request, session: Session) -> User | None:
-    sid = request.session.get(SESSION_ID)
-    if not isinstance(sid, str) or not sid:
+    if not request.session.get(SESSION_ID):
         return None
-    login = session.get(LoginSession, sid) if len(sid) <= 64 else None
-    if login is None or login.ended_at is not None or _aware(login.expires_at) <= utcnow():
+    login = _cookie_login(request, session)
+    if login is None or login.ended_at is not None or as_utc(login.expires_at) <= utcnow():
         request.session.clear()
         return None
     return session.get(User, login.user_id)
@@ -52,8 +55,7 @@ def log_in(request: Request, session: Session, user: User) -> LoginSession:
 
 def log_out(request: Request, session: Session) -> None:
     """Ends the login on the server, then forgets the cookie."""
-    sid = request.session.get(SESSION_ID)
-    login = session.get(LoginSession, sid) if isinstance(sid, str) and len(sid) <= 64 else None
+    login = _cookie_login(request, session)
     if login is not None and login.ended_at is None:
         login.ended_at = utcnow()
         session.add(login)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from app.models import ApiToken, User, utcnow
+from app.models import ApiToken, User, as_utc, utcnow
 
 _hasher = PasswordHash.recommended()
 TOKEN_PREFIX = "td_"
@@ -79,16 +79,11 @@ def user_for_token(session: Session, token: str) -> User | None:
     now = utcnow()
     # A write per request would queue every API call behind the trainer's event writes (SQLite has one
     # writer); "last used" to the minute is what the settings page needs.
-    if row.last_used_at is None or now - _aware(row.last_used_at) >= LAST_USED_RESOLUTION:
+    if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_RESOLUTION:
         row.last_used_at = now
         session.add(row)
         session.commit()
     return session.get(User, row.user_id)
-
-
-def _aware(when: datetime) -> datetime:
-    """SQLite gives back naive datetimes; they were written in UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def list_tokens(session: Session, user: User) -> list[ApiToken]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.events.frames import json_frame
 from app.events.stream import parse_entry, stream_key
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,13 @@ def live_event(entry_id: bytes | str, fields: dict[Any, Any]) -> LiveEvent:
     return LiveEvent(seq, kind, data, json_frame(seq, kind, data))
 
 
-def json_frame(seq: int | None, kind: str, data: dict[str, Any]) -> str:
-    """The SSE frame of the JSON API; compact JSON has no newline, so one `data:` line."""
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
 @dataclass
 class JobStreamReader:
     """Follows one job's stream from `start` (a sequence number) for as long as anyone waits on it."""
 
     redis: Any
     job_id: str
-    start: int
+    start: int  # every event after this sequence number that Redis had is in `events`, in order
     events: list[LiveEvent] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     watchers: int = 0
@@ -83,11 +77,6 @@ class JobStreamReader:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def covered_after(self) -> int:
-        """Every event after this sequence number that Redis had is in `events` (in order)."""
-        return self.start
 
     @property
     def cursor(self) -> int:
@@ -149,13 +138,11 @@ class JobStreamReader:
 
     async def after(self, seq: int, timeout: float) -> list[LiveEvent]:
         """Events with a sequence number above `seq`, waiting up to `timeout` for the first; [] if none came."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self.ready.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.ready.wait()
-        if seq < self.covered_after:
+        deadline = asyncio.get_running_loop().time() + timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.ready.wait()
+        if seq < self.start:
             return await self._range(seq)
         while True:
             changed = self.changed  # taken before looking, so an append after the look still wakes us
@@ -164,12 +151,11 @@ class JobStreamReader:
                 return self.events[index:index + BATCH]
             if self.error is not None:
                 raise RedisUnavailable(str(self.error))
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
+            try:
+                async with asyncio.timeout_at(deadline):
                     await changed.wait()
+            except TimeoutError:
+                return []
 
 
 @dataclass

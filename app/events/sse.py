@@ -18,8 +18,14 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine
+from app.events.frames import json_frame
+from app.events.live_reader import (
+    JobStreamReader,
+    LiveEvent,
+    LiveReaders,
+    RedisUnavailable,
+)
 from app.events.store import events_after
-from app.events.live_reader import JobStreamReader, LiveEvent, LiveReaders, RedisUnavailable, json_frame
 from app.models import TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)
@@ -28,13 +34,6 @@ KEEPALIVE_SECONDS = 15.0
 GAP_RETRY_SECONDS = 0.2
 
 Event = tuple[int, str, dict[str, Any]] | LiveEvent
-
-
-def format_event(seq: int | None, kind: str, data: str) -> str:
-    """One SSE frame; multi-line data becomes several `data:` lines, as the spec requires."""
-    head = f"id: {seq}\n" if seq is not None else ""
-    body = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return f"{head}event: {kind}\n{body}\n"
 
 
 async def json_frames(events: AsyncIterator[Event | str]) -> AsyncIterator[str]:

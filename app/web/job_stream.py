@@ -11,8 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app.events.frames import format_event
 from app.events.live_reader import LiveEvent
-from app.events.sse import Event, format_event
+from app.events.sse import Event
 from app.web.templating import templates
 
 PAGE_FRAMES = "page-frames"

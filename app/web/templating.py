@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi.templating import Jinja2Templates
 
 from app.auth.csrf import csrf_token
+from app.models import as_utc
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -32,11 +33,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
     if start is None:
         return "—"
     end = end or datetime.now(timezone.utc)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=timezone.utc)
-    seconds = int((end - start).total_seconds())
+    seconds = int((as_utc(end) - as_utc(start)).total_seconds())
     minutes, seconds = divmod(max(seconds, 0), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"

@@ -59,7 +59,7 @@ def get_method(name: str) -> Method:
     return module
 
 
-def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+def float32_base(model_path: str) -> PreTrainedModel:
     """The base in float32 on the CPU; the loop moves it to the training device.
 
     A model's own code runs only if an admin allowed that model (app.catalog.trust)."""
@@ -67,6 +67,11 @@ def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[s
 
     return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32,
                                                 trust_remote_code=remote_code_allowed(model_path))
+
+
+def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+    """The `load` hook of methods that train on the plain float32 base."""
+    return float32_base(model_path)
 
 
 def load_base(
