@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_ready, worker_shutdown
 
+from app.db import get_engine
 from app.routing import AUTO_QUEUES, queues_for_accelerator
 from worker.accelerator import detect
 from worker.celery_app import celery_app
@@ -36,6 +37,20 @@ def _serve_this_accelerators_memory_classes(sender: Any = None, instance: Any = 
     accelerator = detect()
     for name in queues_for_accelerator(accelerator.kind, accelerator.memory_bytes):
         queues.select_add(name)
+
+
+@worker_process_init.connect
+def _own_database_pool(**_: Any) -> None:
+    """Each pool child (one per job) gets a pool of its own.
+
+    The child is forked from the worker's main process, whose reconciler and
+    heartbeat threads use the same engine: a pool lock or SQLite connection
+    held by one of them at the moment of the fork is copied into the child
+    locked. A run_job child once hung that way in `claim()` for three minutes
+    before its first query. `dispose(close=False)` drops the inherited pool
+    without touching the parent's connections (SQLAlchemy's advice for forks).
+    """
+    get_engine().dispose(close=False)
 
 
 @worker_init.connect
