@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--arch", action="append", help="only these catalog ids")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from app.planner.trace import trace_step  # torch: imported only here
+    from worker.trace import trace_step  # torch: imported only here
 
     catalog = load_catalog()
     rows = []

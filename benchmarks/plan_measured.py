@@ -38,9 +38,9 @@ def measure(method: str, seq_len: int = 128, batch_size: int = 4) -> tuple[int, 
 
     from app.planner.catalog import load_catalog
     from app.planner.setup import TrainingSetup
-    from app.planner.trace import (_fused_dropout, _unpacked_batches, make_optimizer, trace_step, training_step,
+    from worker.trace.step import (_fused_dropout, _unpacked_batches, make_optimizer, trace_step, training_step,
                                    uses_autocast, warm_up)
-    from app.planner.trace_model import DTYPES, apply_method, build_meta_model
+    from worker.trace.model import DTYPES, apply_method, build_meta_model
 
     arch = load_catalog().architecture("demo")
     setup = TrainingSetup.build(method, {}, seq_len=seq_len, batch_size=batch_size)

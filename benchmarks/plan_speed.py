@@ -82,7 +82,7 @@ def comparison_ms(repeats: int = 20) -> tuple[float, float, float, int]:
 def traced_seconds(model_id: str, seq_len: int, checkpointing: bool) -> float:
     from app.planner.catalog import load_catalog
     from app.planner.setup import TrainingSetup
-    from app.planner.trace import trace_step
+    from worker.trace import trace_step
 
     setup = TrainingSetup.build("lora", {}, seq_len=seq_len, gradient_checkpointing=checkpointing)
     started = time.perf_counter()

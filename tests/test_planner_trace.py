@@ -17,7 +17,7 @@ from app.planner.compute import flops_per_micro_batch  # noqa: E402
 from app.planner.memory import estimate_memory  # noqa: E402
 from app.planner.params import trainable_count  # noqa: E402
 from app.planner.setup import TrainingSetup  # noqa: E402
-from app.planner.trace import trace_step  # noqa: E402
+from worker.trace import trace_step  # noqa: E402
 from tests.test_planner_architecture import DEMO  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)

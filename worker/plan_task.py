@@ -43,7 +43,7 @@ def database_catalog() -> Catalog:
 
 def traced_plan(request: dict[str, Any], catalog: Catalog | None = None) -> dict[str, Any]:
     """Trace every requested method; the same answer shape as the instant plan, `mode` = "traced"."""
-    from app.planner.trace import trace_step  # torch, transformers, peft
+    from worker.trace import trace_step  # torch, transformers, peft
 
     body = PlanRequest.model_validate(request)
     catalog = catalog if catalog is not None else database_catalog()

@@ -18,6 +18,8 @@ Instant (pure Python, no torch; milliseconds):
   job_plan.py        the plan a job is launched with, and what its run measured
   plan_view.py       the plan page's form -> PlanRequest, answer -> table rows
 
-Traced (imports torch; the worker's planning queue only):
-  trace.py, trace_model.py, trace_memory.py   one real training step under FakeTensorMode
+Traced (imports torch): not here. The fake-tensor tracer, one real training
+step under FakeTensorMode, lives in worker/trace/ and runs on the worker's
+planning queue (worker/plan_task.py); app/ only queues the request
+(traced.py) and reads the answer.
 """

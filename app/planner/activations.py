@@ -6,7 +6,7 @@ keeps its input; peft casts each targeted module's input to fp32 and keeps
 the dropout output and a 1-byte mask; below the lowest trainable tensor no
 gradient flows and nothing is kept at all; RMSNorm keeps an fp32 copy of its
 input only if a gradient must pass through it. Each rule below is one of those
-facts, checked against the traced step (`app.planner.trace`) on the
+facts, checked against the traced step (`worker.trace`) on the
 transformers, peft and torch versions the project pins; the counts are per
 query token unless a name says "weight" (tensors the size of a weight, kept
 once per layer whatever the batch).

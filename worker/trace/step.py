@@ -34,8 +34,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
-from app.planner.trace_memory import LiveBytes
-from app.planner.trace_model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
+from worker.trace.memory import LiveBytes
+from worker.trace.model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
 
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only tensors of at least 1e5 elements
 SGD_MOMENTUM = 0.9  # as worker.methods.optimizers
