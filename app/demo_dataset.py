@@ -15,10 +15,10 @@ without torch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from app.storage import atomic_write_bytes
 
 DEMO_DATASET_ID = "demo"
 DEMO_DATASET_NAME = "Demo: string transformations"
@@ -60,16 +60,6 @@ def write_demo_dataset(path: Path) -> int:
     """Write the demo JSONL atomically so a reader never sees half a file; return the row count."""
     rows = demo_rows()
     payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; the worker may run as another user
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # World-readable: the worker may run as another user.
+    atomic_write_bytes(path, payload, permissions=0o644)
     return len(rows)

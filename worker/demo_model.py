@@ -13,13 +13,14 @@ round-trips and no vocabulary needs training.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from app.storage import atomic_folder
 
 DEMO_MODEL_ID = "demo"
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -111,23 +112,18 @@ def ensure_demo_model(models_dir: Path) -> Path:
     target = models_dir / DEMO_MODEL_ID
     if (target / "config.json").is_file():
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = models_dir / f".{DEMO_MODEL_ID}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tokenizer = build_tokenizer()
-        model = build_model(tokenizer)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for path in tmp.iterdir():
-            path.chmod(0o644)  # the weights are written owner-only; other users read them too
-        if target.exists() and not (target / "config.json").is_file():
-            shutil.rmtree(target)  # debris of an older, non-atomic attempt
-        os.rename(tmp, target)
+        # replace=False: a concurrent builder that renamed its (identical) folder in first wins.
+        # atomic_folder also makes the files world-readable: the weights are written owner-only.
+        with atomic_folder(target, replace=False) as tmp:
+            tokenizer = build_tokenizer()
+            model = build_model(tokenizer)
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if target.exists() and not (target / "config.json").is_file():
+                shutil.rmtree(target)  # debris of an older, non-atomic attempt
     except OSError:
         if (target / "config.json").is_file():
             return target  # another process won the race; theirs is identical
         raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import IO
 
 from sqlalchemy import or_
@@ -45,30 +43,24 @@ def create_dataset(
 ) -> Dataset:
     dataset_id = dataset_id or new_id()
     target = storage.dataset_file(dataset_id)
-    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=".jsonl", dir=storage.datasets_dir())
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            report: ValidationReport = normalise(raw, kind, out)
-            out.flush()
-            os.fsync(out.fileno())
+    # Owner-only (0600), as uploads have always been stored.
+    with storage.atomic_file(target, "w", encoding="utf-8", permissions=0o600) as out:
+        report: ValidationReport = normalise(raw, kind, out)
         if not report.ok:
             raise DatasetRejected(report.errors)
+        out.flush()
         dataset = Dataset(
             id=dataset_id, owner_id=owner_id, name=name, format=report.format or "text", rows=report.rows,
-            size_bytes=tmp.stat().st_size, path=storage.relative(target),
+            size_bytes=os.fstat(out.fileno()).st_size, path=storage.relative(target),
         )
-        os.replace(tmp, target)
-        session.add(dataset)
-        try:
-            session.commit()
-        except Exception:
-            target.unlink(missing_ok=True)
-            raise
-        session.refresh(dataset)
-        return dataset
-    finally:
-        tmp.unlink(missing_ok=True)
+    session.add(dataset)
+    try:
+        session.commit()
+    except Exception:
+        target.unlink(missing_ok=True)
+        raise
+    session.refresh(dataset)
+    return dataset
 
 
 def list_datasets(session: Session, user: User) -> list[Dataset]:

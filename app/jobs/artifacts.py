@@ -5,8 +5,6 @@ realpath check keeps a planted symlink from serving anything outside the job.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -45,14 +43,10 @@ def zip_folder(folder: Path, target: Path) -> Path:
     """Zip `folder` into `target` once (rebuilt when the folder is newer); regular files only."""
     if target.is_file() and target.stat().st_mtime >= folder.stat().st_mtime:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-zip-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file() and not path.is_symlink():
-                    archive.write(path, path.relative_to(folder).as_posix())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Owner-only (0600), as the API has always kept its zips.
+    with storage.atomic_file(target, "wb", permissions=0o600) as raw, \
+            zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                archive.write(path, path.relative_to(folder).as_posix())
     return target
