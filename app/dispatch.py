@@ -9,10 +9,9 @@ from sqlmodel import Session
 
 from app.db import get_engine
 from app.models import Job, utcnow
+from app.queue import RUN_JOB_TASK, celery_client
 
 log = logging.getLogger(__name__)
-
-RUN_JOB_TASK = "tunedeck.run_job"
 
 
 def enqueue_job(job_id: str, queue: str, session: Session | None = None) -> bool:
@@ -21,10 +20,9 @@ def enqueue_job(job_id: str, queue: str, session: Session | None = None) -> bool
     A request passes its own session: opening a second one while the request's holds a connection
     would need two pooled connections per submission, and a burst of submissions then waits on
     itself until the pool times out."""
-    from worker.celery_app import celery_app  # celery only; no torch
-
+    client = celery_client()  # celery only; no torch
     try:
-        celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
+        client.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
     except Exception as exc:  # noqa: BLE001 - any broker failure leaves the job queued in the database
         log.warning("could not enqueue job %s: %s (the reconciler will send it)", job_id, exc)
         return False

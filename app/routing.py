@@ -20,17 +20,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from app.queue import CPU_QUEUE, MEMORY_CLASSES  # the queue names and the classes' GiB live in app.queue
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-CPU_QUEUE = "cpu"
-PLANNING_QUEUE = "planning"
-# In a worker's queue list (`-Q`, TUNEDECK_WORKER_QUEUES): the memory classes of its accelerator.
-AUTO_QUEUES = "auto"
-# Memory classes in GiB, smallest first. Cards sold as "N GB" report a little
-# less (H100 80 GB: 79.6 GiB; L4 and A10G 24 GB: 22.5 GiB; L40S 48 GB: 45 GiB;
-# H200 141 GB: 140.4 GiB), so a card serves a class it holds 93% of.
-MEMORY_CLASSES: dict[str, int] = {"gpu-16": 16, "gpu-24": 24, "gpu-48": 48, "gpu-80": 80, "gpu-141": 141}
+# Cards sold as "N GB" report a little less (H100 80 GB: 79.6 GiB; L4 and
+# A10G 24 GB: 22.5 GiB; L40S 48 GB: 45 GiB; H200 141 GB: 140.4 GiB), so a card
+# serves a memory class it holds 93% of.
 DEVICE_SHARE = 0.93
 # A job's planned peak must leave this share of the class free (allocator
 # fragmentation and what the estimate does not see).

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from sqlmodel import Session, SQLModel
 
-from app.api.deps import get_current_user, get_session
-from app.api.routes.plan import get_dataset_tokens, router
+from app.api.deps import get_current_user, get_dataset_tokens, get_session
+from app.api.routes.plan import router
 from app.db import make_engine
 from app.models import PlanRecord, User
 from app.planner.db_catalog import seed_catalogs

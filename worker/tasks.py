@@ -6,7 +6,8 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from app.db import get_engine
-from app.routing import AUTO_QUEUES, queues_for_accelerator
+from app.queue import AUTO_QUEUES, PLAN_TRACE_TASK, RUN_JOB_TASK
+from app.routing import queues_for_accelerator
 from worker.accelerator import detect
 from worker.celery_app import celery_app
 from worker.heartbeat import Heartbeat
@@ -14,12 +15,12 @@ from worker.reconciler import Reconciler
 from worker.runner import run_job as run_job_attempt
 
 
-@celery_app.task(name="tunedeck.run_job", bind=True, acks_late=True, reject_on_worker_lost=True)
+@celery_app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     return run_job_attempt(job_id, self.request.hostname or "worker")
 
 
-@celery_app.task(name="tunedeck.plan_trace", acks_late=False, ignore_result=True)
+@celery_app.task(name=PLAN_TRACE_TASK, acks_late=False, ignore_result=True)
 def plan_trace(key: str, request: dict[str, Any]) -> None:
     """A traced plan (planning queue). Not acked late: a lost trace is asked again, never re-run blindly."""
     from worker.plan_task import run_plan_trace  # torch, transformers, peft: only when a plan is traced

@@ -1,7 +1,8 @@
-"""Dependencies shared by routes, as `Annotated` aliases: the session, the user, owned rows.
+"""Dependencies shared by routes and pages, as `Annotated` aliases: the session, the user, owned rows.
 
-Ownership is checked here and only here: another user's job or dataset
-answers 404, exactly as if it did not exist.
+Ownership is checked here and only here: another user's job, dataset or plan
+answers 404 (or, for a dataset counted by the planner, is not found), exactly
+as if it did not exist.
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
 
 from app.auth.sessions import LoginRequired, session_user
-from app.auth.visibility import can_see  # noqa: F401 - re-exported for routes
+from app.auth.visibility import can_see
 from app.auth.users import user_for_token
 from app.db import get_engine
-from app.models import Job, User
+from app.models import Job, PlanRecord, User
+from app.planner.architecture import Architecture
+from app.planner.db_catalog import DbCatalog
+from app.planner.traced import TokenCounter
 
 
 def get_session() -> Iterator[Session]:
@@ -74,3 +78,56 @@ def get_job_for_stream(job: JobDep, session: SessionDep) -> Job:
 
 
 StreamJobDep = Annotated[Job, Depends(get_job_for_stream)]
+
+
+def get_plan_or_404(plan_id: str, session: SessionDep, user: CurrentUser) -> PlanRecord:
+    """A stored plan the caller may see; another user's is 404."""
+    record = session.get(PlanRecord, plan_id) if len(plan_id) <= 64 else None
+    if record is None or not can_see(user, record.owner_id):
+        raise HTTPException(404, detail="plan not found")
+    return record
+
+
+PlanDep = Annotated[PlanRecord, Depends(get_plan_or_404)]
+
+
+def get_reopened_plan(session: SessionDep, user: CurrentUser, plan: str | None = None) -> PlanRecord | None:
+    """The plan a page reopens (`?plan=<id>`): None without one, 404 if the caller may not see it."""
+    return None if plan is None else get_plan_or_404(plan, session, user)
+
+
+ReopenedPlanDep = Annotated[PlanRecord | None, Depends(get_reopened_plan)]
+
+
+def get_plan_catalog(session: SessionDep) -> DbCatalog:
+    """The database catalog (seeded from app/planner/data on first start, edited on /plan/catalog)."""
+    return DbCatalog(session)
+
+
+CatalogDep = Annotated[DbCatalog, Depends(get_plan_catalog)]
+
+
+def get_dataset_tokens(request: Request) -> TokenCounter:
+    """Tokens of a stored dataset the caller may see, counted from its normalised file (bytes; BPE: bytes / 4).
+
+    The API's auth dependency leaves the user on `request.state`; without one only shared datasets count.
+    """
+    user = getattr(request.state, "user", None)
+
+    def count(dataset_id: str, arch: Architecture) -> int | None:
+        from app import storage
+        from app.models import Dataset
+        from app.planner.service import bytes_per_token, dataset_file_tokens
+
+        with Session(get_engine()) as session:
+            row = session.get(Dataset, dataset_id)
+        if row is None:
+            return None
+        if row.owner_id is not None and (user is None or not can_see(user, row.owner_id)):
+            return None  # someone else's: as if it did not exist
+        return dataset_file_tokens(storage.absolute(row.path), bytes_per_token(arch))
+
+    return count
+
+
+DatasetTokensDep = Annotated[TokenCounter, Depends(get_dataset_tokens)]

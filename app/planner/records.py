@@ -2,7 +2,7 @@
 
 Why store them: a user compares today's plan with last week's (a price
 changed, a new GPU was added) and reopens the one a job was launched from.
-Another user's plan answers 404 as if it did not exist (app/auth/visibility.py).
+Another user's plan answers 404 as if it did not exist (checked in app/api/deps.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from app.auth.visibility import can_see
 from app.models import PlanRecord, User
 
 
@@ -44,13 +43,6 @@ def list_plans(session: Session, user: User, offset: int = 0, limit: int = 50) -
     stmt = (select(PlanRecord).where(*conditions)
             .order_by(PlanRecord.created_at.desc()).offset(offset).limit(limit))  # type: ignore[attr-defined]
     return list(session.exec(stmt)), int(count)
-
-
-def get_plan(session: Session, user: User, plan_id: str) -> PlanRecord | None:
-    record = session.get(PlanRecord, plan_id) if len(plan_id) <= 64 else None
-    if record is None or not can_see(user, record.owner_id):
-        return None
-    return record
 
 
 def summary(record: PlanRecord) -> dict[str, Any]:

@@ -10,17 +10,16 @@ while the page shows progress.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 
-from app.api.deps import AdminUser, CurrentUser, JobDep, SessionDep
-from app.api.routes.plan import compute_plan, get_dataset_tokens, get_plan_catalog
+from app.api.deps import AdminUser, CatalogDep, CurrentUser, JobDep, ReopenedPlanDep, SessionDep, get_dataset_tokens
 from app.catalog.models import list_models
 from app.datasets.crud import list_datasets
 from app.planner.architecture import ArchitectureError
@@ -30,13 +29,13 @@ from app.planner.fit import make_it_fit
 from app.planner.job_plan import achieved_tflops, job_measured
 from app.planner import plan_view
 from app.planner.plan_view import PLAN_DEFAULTS, form_errors, launch_links, plan_request_from_form, table_context
-from app.planner.records import get_plan, list_plans, store_plan
+from app.planner.records import list_plans, store_plan
 from app.planner.service import PlanError, build_setup, resolve_architecture, resolve_gpus
+from app.planner.traced import TraceUnavailable, compute_plan
 from app.schemas.plan import FitRequest, PlanRequest
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
-CatalogDep = Annotated[DbCatalog, Depends(get_plan_catalog)]
 
 
 def _page_context(request: Request, session: Any, user: Any, catalog: DbCatalog, values: dict[str, Any]
@@ -67,17 +66,14 @@ async def _table(request: Request, values: dict[str, Any], catalog: DbCatalog, s
                  mode: str = "instant", notice: str | None = None) -> Response:
     try:
         body = plan_request_from_form(values, mode)
-        answer = await compute_plan(body, request, catalog, get_dataset_tokens(request))
+        answer = await compute_plan(body, getattr(request.app.state, "redis", None), catalog,
+                                    get_dataset_tokens(request))
     except ValidationError as exc:
         return _errors(request, form_errors(exc.errors()))
     except PlanError as exc:
         return _errors(request, {".".join(map(str, exc.loc)): exc.message})
-    except HTTPException as exc:
-        if exc.status_code == 422 and isinstance(exc.detail, list):
-            return _errors(request, form_errors(exc.detail))
-        if mode == "traced":  # no planning worker in time: keep the instant figures and say why
-            return await _table(request, values, catalog, session, user, "instant", notice=str(exc.detail))
-        raise
+    except TraceUnavailable as exc:  # no planning worker in time: keep the instant figures and say why
+        return await _table(request, values, catalog, session, user, "instant", notice=exc.detail)
     record = await run_in_threadpool(store_plan, session, user, body.model_dump(mode="json", exclude_none=True),
                                      answer)
     context = table_context(answer, values, catalog, {m.id for m in list_models()})
@@ -91,12 +87,9 @@ def _errors(request: Request, errors: dict[str, str]) -> Response:
 
 @router.get("/plan", response_class=HTMLResponse)
 async def plan_page(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
-                    plan: str | None = None) -> Response:
+                    record: ReopenedPlanDep) -> Response:
     """The page; `?plan=<id>` reopens a stored plan, other query parameters pre-fill the form."""
-    if plan is not None:
-        record = get_plan(session, user, plan)
-        if record is None:
-            raise HTTPException(404, detail="plan not found")
+    if record is not None:
         values = _values({k: v for k, v in record.request.items() if k not in ("method_config",)})
         if isinstance(values.get("config"), dict):
             values["config_json"] = json.dumps(values.pop("config"), indent=1)

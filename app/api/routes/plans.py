@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
-from app.api.deps import CurrentUser, SessionDep
-from app.planner.records import get_plan, list_plans, summary
+from app.api.deps import CurrentUser, PlanDep, SessionDep
+from app.planner.records import list_plans, summary
 from app.schemas.plan import PlansPublic, PlanSummary, StoredPlan
 
 router = APIRouter(prefix="/plans", tags=["plan"])
@@ -24,10 +24,7 @@ def get_plans(
 
 
 @router.get("/{plan_id}", response_model=StoredPlan)
-def get_stored_plan(plan_id: str, session: SessionDep, user: CurrentUser) -> StoredPlan:
+def get_stored_plan(record: PlanDep) -> StoredPlan:
     """One stored plan: the request as sent and the answer it got. Another user's plan is 404."""
-    record = get_plan(session, user, plan_id)
-    if record is None:
-        raise HTTPException(404, detail="plan not found")
     return StoredPlan(id=record.id, label=record.label, mode=record.mode, created_at=record.created_at,
                       request=record.request, result={**record.result, "id": record.id})  # type: ignore[arg-type]
