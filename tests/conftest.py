@@ -1,35 +1,24 @@
-"""Shared fixtures. `stack` is one real Tunedeck (Redis, worker, API) for the whole session."""
+"""Shared fixtures (helpers live in tests/helpers/). `stack` is one real Tunedeck (Redis, worker, API)
+for the whole session; `api` is the same app in-process on SQLite, without Redis or a worker."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.demo_dataset import write_demo_dataset
-from tests.stack import Stack, running_stack
-from worker.demo_model import ensure_demo_model
+from tests.helpers.assets import shared_assets
+from tests.helpers.stack import Stack, running_stack
 
-# `browser` and `page` (headless Chromium, logged in) for the page tests.
-pytest_plugins = ["tests.browser", "tests.postgres"]
+# `browser` and `page` (headless Chromium, logged in) for the page tests; `postgres_database`.
+pytest_plugins = ["tests.helpers.browser", "tests.helpers.postgres"]
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("tunedeck")) as s:
         yield s
-
-
-def shared_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The demo model and dataset on disk, built once per test session; the trainers' tests read them."""
-    root = tmp_path_factory.getbasetemp() / "shared-assets"
-    dataset = root / "demo.jsonl"
-    if not dataset.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        write_demo_dataset(dataset)
-    return ensure_demo_model(root / "models"), dataset
 
 
 @pytest.fixture(scope="session")
@@ -42,55 +31,3 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def client(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client() as c:
         yield c
-
-
-def read_events(client: httpx.Client, job_id: str, last_event_id: int | None = None,
-                limit: int | None = None, timeout: float = 300) -> list[dict]:
-    """Read the SSE stream (to its end, or `limit` events) into dicts with id, event and data."""
-    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
-    events: list[dict] = []
-    current: dict = {}
-    with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line:
-                if "event" in current:
-                    current["data"] = json.loads(current["data"])
-                    events.append(current)
-                    if limit is not None and len(events) >= limit:
-                        break
-                current = {}
-                continue
-            if line.startswith(":"):
-                continue
-            key, _, value = line.partition(": ")
-            if key == "id":
-                current["id"] = int(value)
-            elif key in ("event", "data"):
-                current[key] = value
-    return events
-
-
-LORA_JOB = {
-    "model": "demo",
-    "dataset": "demo",
-    "method": "lora",
-    "hyperparameters": {"max_steps": 40, "learning_rate": 0.001, "batch_size": 8, "seq_len": 128},
-    "method_config": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "attention"},
-}
-
-
-def job_body(**overrides: object) -> dict:
-    body = json.loads(json.dumps(LORA_JOB))
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(body.get(key), dict):
-            body[key].update(value)
-        else:
-            body[key] = value
-    return body
-
-
-def dataset_files(data_dir: Path) -> set[str]:
-    folder = data_dir / "datasets"
-    return {p.name for p in folder.iterdir()} if folder.exists() else set()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.stack import ADMIN_TOKEN, Stack, running_stack
+from tests.helpers.stack import ADMIN_TOKEN, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from sqlmodel import Session, select
 
 from app.auth.users import hash_token
 from app.models import ApiToken, LoginSession, utcnow
-from tests.chaos_stack import engine_of
-from tests.conftest import job_body
-from tests.stack import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, Stack
+from tests.helpers.chaos_stack import engine_of
+from tests.helpers.api import job_body
+from tests.helpers.stack import ADMIN_EMAIL, ADMIN_PASSWORD, ROOT, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -29,6 +29,9 @@ from worker.bottleneck import (
     save_bottleneck_adapter,
 )
 
+pytestmark = pytest.mark.unit
+
+
 HIDDEN, LAYERS = 64, 3
 INPUT_IDS = torch.tensor([[1, 5, 9, 2, 7, 3, 8]])
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import TIMEOUT_MS, fill_job_form
-from tests.conftest import job_body
+from tests.helpers.browser import TIMEOUT_MS, fill_job_form
+from tests.helpers.api import job_body
 
 pytestmark = pytest.mark.browser
 

@@ -10,9 +10,9 @@ from sqlmodel import Session, select
 
 from app.auth.users import create_user, hash_token
 from app.models import ApiToken, User
-from tests.browser import TIMEOUT_MS
-from tests.chaos_stack import engine_of
-from tests.stack import Stack
+from tests.helpers.browser import TIMEOUT_MS
+from tests.helpers.chaos_stack import engine_of
+from tests.helpers.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import TIMEOUT_MS, fill_job_form
+from tests.helpers.browser import TIMEOUT_MS, fill_job_form
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,6 @@ stops are real SIGTERMs.
 """
 from __future__ import annotations
 
-import errno
 import itertools
 import json
 import signal
@@ -21,9 +20,11 @@ import pytest
 from safetensors.torch import load_file
 
 from app.jobs.checkpoints import complete_checkpoints
-from app.schemas.hyperparameters import Hyperparameters
-from tests.test_trainer import Run, trainer_env
+from tests.helpers.trainer import Run, trainer_env
 from worker.train.events import parse_line
+
+pytestmark = pytest.mark.integration
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LORA = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "attention"}
@@ -235,42 +236,3 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_resumes(
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert steps(resumed) == [last + 1, last + 2]
     assert (tmp_path / "artifact" / "adapter_model.safetensors").is_file()
-
-
-# Pure pieces.
-
-def test_eval_options_are_validated() -> None:
-    with pytest.raises(ValueError, match="either eval_fraction or eval_count"):
-        Hyperparameters(eval_fraction=0.1, eval_count=10)
-    with pytest.raises(ValueError, match="eval_every needs held-out rows"):
-        Hyperparameters(eval_every=10)
-    hp = Hyperparameters()
-    assert (hp.checkpoint_every, hp.keep_checkpoints, hp.eval_every, hp.sample_every) == (50, 3, 0, 0)
-    for name in ("checkpoint_every", "keep_checkpoints", "eval_fraction", "eval_count", "eval_every", "sample_every"):
-        assert Hyperparameters.model_fields[name].description
-
-
-def test_held_out_rows_are_fixed_by_the_seed_and_disjoint_from_training() -> None:
-    from worker.train.data import Example, split_holdout
-
-    rows = [Example([i, i], [i, i]) for i in range(100)]
-    train, held = split_holdout(rows, 0.1, None, seed=3)
-    again, held_again = split_holdout(rows, None, 10, seed=3)
-    assert len(held) == 10 and len(train) == 90 and held == held_again and train == again
-    assert {e.input_ids[0] for e in train}.isdisjoint({e.input_ids[0] for e in held})
-    assert split_holdout(rows, None, None, seed=3) == (rows, [])
-    with pytest.raises(ValueError, match="leaves none"):
-        split_holdout(rows, None, 100, seed=3)
-
-
-def test_a_full_disk_during_torch_save_is_reported_as_no_space_left(tmp_path: Path) -> None:
-    """torch.save says "unexpected pos" when the disk fills; the job's error must say what happened."""
-    from worker.train.checkpoint import CheckpointWriteError
-
-    cause = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 1024")
-    error = CheckpointWriteError(7, tmp_path, cause)
-    assert error.errno == errno.ENOSPC
-    assert "checkpoint of step 7" in str(error) and "No space left on device" in str(error)
-    assert "previous checkpoint is intact" in str(error)
-    other = CheckpointWriteError(7, tmp_path, PermissionError(errno.EACCES, "Permission denied"))
-    assert other.errno == errno.EACCES and "Permission denied" in str(other)

@@ -17,7 +17,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = shutil.which("docker-compose")
 
-pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not on PATH (`make test` installs it)")
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not on PATH (`make test` installs it)"),
+]
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:

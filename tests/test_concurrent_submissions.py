@@ -18,8 +18,8 @@ from sqlmodel import Session, select
 
 from app.auth.users import create_token, create_user
 from app.models import Job, User
-from tests.chaos_stack import chaos_stack, engine_of
-from tests.conftest import job_body
+from tests.helpers.chaos_stack import chaos_stack, engine_of
+from tests.helpers.api import job_body
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

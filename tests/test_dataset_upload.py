@@ -6,7 +6,7 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import dataset_files
+from tests.helpers.api import dataset_files
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from app.demo_dataset import DEMO_DATASET_ROWS, write_demo_dataset
 from worker.demo_model import DEMO_MODEL_ID, build_model, build_tokenizer, ensure_demo_model
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

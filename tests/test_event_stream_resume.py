@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import job_body, read_events
+from tests.helpers.api import job_body, read_events
 
 pytestmark = pytest.mark.integration
 

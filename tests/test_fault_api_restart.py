@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.chaos_stack import Watcher, chaos_stack, stored_events, submit, wait_status
-from tests.conftest import job_body
-from tests.stack import wait_until
+from tests.helpers.chaos_stack import Watcher, chaos_stack, stored_events, submit, wait_status
+from tests.helpers.api import job_body
+from tests.helpers.stack import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

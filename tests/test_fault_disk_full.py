@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load
 
-from tests.chaos_stack import chaos_stack, submit, wait_status
-from tests.conftest import job_body
+from tests.helpers.chaos_stack import chaos_stack, submit, wait_status
+from tests.helpers.api import job_body
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

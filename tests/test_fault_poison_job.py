@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from tests.chaos_stack import chaos_stack, stored_events, submit, wait_status, wait_step
-from tests.conftest import job_body
-from tests.stack import Stack, wait_until
+from tests.helpers.chaos_stack import chaos_stack, stored_events, submit, wait_status, wait_step
+from tests.helpers.api import job_body
+from tests.helpers.stack import Stack, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -17,7 +17,7 @@ from datetime import UTC
 import pytest
 from redis import Redis
 
-from tests.chaos_stack import (
+from tests.helpers.chaos_stack import (
     chaos_stack,
     get_job,
     job_row,
@@ -27,8 +27,8 @@ from tests.chaos_stack import (
     wait_status,
     wait_step,
 )
-from tests.conftest import job_body, read_events
-from tests.stack import wait_until
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chaos_stack import (
+from tests.helpers.chaos_stack import (
     chaos_stack,
     stored_events,
     submit,
     trainer_pids,
     wait_status,
 )
-from tests.conftest import job_body
-from tests.stack import Stack, wait_until
+from tests.helpers.api import job_body
+from tests.helpers.stack import Stack, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from celery import Celery
 
-from tests.chaos_stack import (
+from tests.helpers.chaos_stack import (
     Watcher,
     chaos_stack,
     get_job,
@@ -28,8 +28,8 @@ from tests.chaos_stack import (
     wait_status,
     wait_step,
 )
-from tests.conftest import job_body
-from tests.stack import ROOT, Stack, wait_until
+from tests.helpers.api import job_body
+from tests.helpers.stack import ROOT, Stack, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tests.test_trainer import REPO_ROOT
-from tests.test_trainer_methods import CASES, PROBE_TOLERANCE, MethodRun, trained
+from tests.helpers.method_runs import CASES, PROBE_TOLERANCE, MethodRun, trained
+from tests.helpers.trainer import REPO_ROOT
 from worker.generate import ArtifactError, generate_text, load_artifact
 from worker.train.loop import PROBE_PROMPT
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import dataset_files, job_body, read_events
+from tests.helpers.api import dataset_files, job_body, read_events
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def test_an_upload_past_the_limit_is_refused_while_streaming(stack, client: http
 
 
 def test_a_declared_length_past_the_limit_is_refused_before_reading(stack) -> None:
-    from tests.stack import ADMIN_TOKEN
+    from tests.helpers.stack import ADMIN_TOKEN
 
     request = (f"POST /api/v1/datasets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000000000\r\n\r\nx").encode()

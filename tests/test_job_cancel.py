@@ -13,9 +13,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.chaos_stack import get_job, submit
-from tests.conftest import job_body, read_events
-from tests.stack import Stack, wait_until
+from tests.helpers.chaos_stack import get_job, submit
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import Stack, wait_until
 
 pytestmark = pytest.mark.integration
 

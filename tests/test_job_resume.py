@@ -21,8 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import job_body, read_events
-from tests.stack import ROOT, Stack, wait_until
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import ROOT, Stack, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import job_body
+from tests.helpers.api import job_body
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from app.embedded_redis import free_port
 from app.events import live_reader
 from app.events.live_reader import LiveReaders, RedisUnavailable
 from app.events.stream import publish
-from tests.stack import Stack
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import job_body, read_events
+from tests.helpers.api import job_body, read_events
 
 pytestmark = pytest.mark.integration
 

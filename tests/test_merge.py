@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.test_trainer_methods import MethodRun, trained
+from tests.helpers.method_runs import MethodRun, trained
 from worker.train.loop import PROBE_PROMPT
 
 pytestmark = [

@@ -19,9 +19,9 @@ import pytest
 from sqlmodel import Session
 
 from app.auth.users import create_token, create_user
-from tests.chaos_stack import engine_of, stored_events, submit, wait_status
-from tests.conftest import job_body
-from tests.stack import ROOT, Stack
+from tests.helpers.chaos_stack import engine_of, stored_events, submit, wait_status
+from tests.helpers.api import job_body
+from tests.helpers.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import sys
 import httpx
 import pytest
 
-from tests.conftest import job_body, read_events
-from tests.stack import ROOT, Stack
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.stack import ROOT, Stack
+from tests.helpers.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import pytest
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.catalog import load_catalog, slug
 from app.planner.params import count_params
+from tests.helpers.demo_config import DEMO
 
-DEMO = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 259, "tie_word_embeddings": False,
-        "max_position_embeddings": 512}
+pytestmark = pytest.mark.unit
+
 
 # Parameter counts the model cards publish (safetensors totals); they check every catalog number at once.
 PUBLISHED_PARAMS = {

@@ -8,6 +8,9 @@ import pytest
 
 from benchmarks.plan_measured import METHODS, measure
 
+pytestmark = pytest.mark.unit
+
+
 TOLERANCE = 0.05
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from app.planner.architecture import Architecture
 from app.planner.catalog import load_catalog
 from app.planner.compute import flops_per_step
@@ -11,7 +13,10 @@ from app.planner.fit import make_it_fit
 from app.planner.memory import estimate_memory
 from app.planner.params import nf4_bytes_per_param, trainable_count
 from app.planner.setup import TrainingSetup
-from tests.test_planner_architecture import DEMO
+from tests.helpers.demo_config import DEMO
+
+pytestmark = pytest.mark.unit
+
 
 GiB = 2**30
 

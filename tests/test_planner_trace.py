@@ -18,7 +18,10 @@ from app.planner.memory import estimate_memory  # noqa: E402
 from app.planner.params import trainable_count  # noqa: E402
 from app.planner.setup import TrainingSetup  # noqa: E402
 from worker.trace import trace_step  # noqa: E402
-from tests.test_planner_architecture import DEMO  # noqa: E402
+from tests.helpers.demo_config import DEMO  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

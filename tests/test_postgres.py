@@ -13,9 +13,9 @@ import pytest
 from sqlmodel import Session, select
 
 from app.models import Job, JobEvent
-from tests.chaos_stack import chaos_stack, engine_of, submit, wait_status
-from tests.conftest import job_body, read_events
-from tests.stack import ROOT
+from tests.helpers.chaos_stack import chaos_stack, engine_of, submit, wait_status
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.chaos_stack import chaos_stack, submit, wait_status
-from tests.conftest import job_body, read_events
-from tests.stack import Stack
+from tests.helpers.chaos_stack import chaos_stack, submit, wait_status
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,8 @@ from app.routing import (
     smallest_class_for,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_cpu_worker_serves_cpu_only() -> None:
     assert queues_for_accelerator("cpu", 24 * GIB) == ["cpu"]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.routing import GIB, smallest_class_for
-from tests.conftest import job_body
-from tests.stack import Stack, running_stack, wait_until
+from tests.helpers.api import job_body
+from tests.helpers.stack import Stack, running_stack, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,145 +15,33 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from tests.artifact_probe import probe_in_fresh_process
-from tests.conftest import shared_assets
-from tests.test_trainer import Run, run_trainer
+from tests.helpers.artifact_probe import probe_in_fresh_process
+from tests.helpers.method_runs import (
+    CASES,
+    GALORE_RANK,
+    STEPS,
+    MethodRun,
+    assert_succeeded,
+    trained,
+    write_method_spec,
+)
+from tests.helpers.trainer import run_trainer
 from worker.train.loop import PROBE_PROMPT
 
-STEPS = 12
-BATCH_SIZE = 4
-SEQ_LEN = 96
-# Max |difference| between the probe's next-token logits as the training process
-# reported them and as the download gives them in a fresh process. Float32 on the
-# same CPU gives bit-identical logits today (|logits| < 5 here), QLoRA's 4-bit
-# base included (same quantisation, same bitsandbytes kernel); the margin allows
-# a different kernel path, while a wrong or partial download is off by far more.
-PROBE_TOLERANCE = 1e-4
+pytestmark = pytest.mark.integration
+
+
 # One step's loss depends on its batch, so compare the mean of the first and last three steps.
 LOSS_WINDOW = 3
 MIN_LOSS_DROP = 0.3  # nats; every method drops by more than 0.8 on the demo in 12 steps
-
-LORA_OPTIONS = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "attention", "use_rslora": False}
-QLORA_OPTIONS = {
-    **LORA_OPTIONS, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32",
-    "optimizer": "paged_adamw_8bit",
-}
-# update_proj_gap > STEPS: one projection (an SVD at the first step) serves the whole run,
-# so every update of a targeted weight lies in one rank-GALORE_RANK subspace.
-GALORE_RANK = 16
+# Singular values of a GaLore update below this fraction of the largest are rounding (see below).
 RANK_RTOL = 1e-4
-GALORE_OPTIONS = {"rank": GALORE_RANK, "update_proj_gap": 200, "scale": 0.25, "target_modules": "all-linear"}
-
-
-@dataclass(frozen=True)
-class Case:
-    method_config: dict[str, Any]
-    learning_rate: float  # chosen per method so that 12 steps lower the loss clearly
-    # "model": save_pretrained folder · "peft": PEFT folder · "qlora": PEFT folder for a 4-bit base ·
-    # "bottleneck": our bottleneck-adapter folder
-    artifact: str
-    method: str = ""  # the trainer's method when the case id is not one (two adapter configs)
-
-
-CASES: dict[str, Case] = {
-    "full": Case({"optimizer": "adamw"}, 1e-3, "model"),
-    "freeze": Case(
-        {"trainable_layers": 2, "train_lm_head": True, "train_embeddings": False, "optimizer": "adamw"}, 1e-3, "model"
-    ),
-    "lora": Case(LORA_OPTIONS, 1e-3, "peft"),
-    "dora": Case(LORA_OPTIONS, 1e-3, "peft"),
-    "qlora": Case(QLORA_OPTIONS, 1e-3, "qlora"),
-    "galore": Case(GALORE_OPTIONS, 1e-3, "model"),
-    # Some 34-68 thousand adapter weights starting at the identity: a larger step.
-    "adapters-houlsby": Case(
-        {"config": "houlsby", "reduction_factor": 16, "non_linearity": "relu"}, 1e-2, "bottleneck", "adapters"
-    ),
-    "adapters-pfeiffer": Case(
-        {"config": "pfeiffer", "reduction_factor": 16, "non_linearity": "relu"}, 1e-2, "bottleneck", "adapters"
-    ),
-    # A few thousand parameters move the loss only with a large step.
-    "prefix": Case({"num_virtual_tokens": 20}, 3e-2, "peft"),
-    "prompt": Case(
-        {"num_virtual_tokens": 20, "init": "text", "init_text": "Convert the input to uppercase."}, 1e-2, "peft"
-    ),
-}
-
-
-@dataclass
-class MethodRun:
-    method: str
-    case: Case
-    run: Run
-    artifact: Path
-    merged: Path  # the spec's merged_dir; only LoRA, DoRA and QLoRA write it
-
-    def summary(self) -> dict[str, Any]:
-        (summary,) = self.run.of("summary")
-        return summary
-
-
-_TRAINED: dict[str, MethodRun] = {}
-
-
-def trained(case_id: str, tmp_path_factory: pytest.TempPathFactory) -> MethodRun:
-    """Train CASES[case_id] once per session (with a merged_dir), whichever test module asks first.
-
-    The per-method runs are the slow part of these tests; test_merge and
-    test_generate_cli check the same runs' merged folders and downloads
-    rather than training their own.
-    """
-    if case_id not in _TRAINED:
-        case = CASES[case_id]
-        method = case.method or case_id
-        model, dataset = shared_assets(tmp_path_factory)
-        job_dir = tmp_path_factory.getbasetemp() / "method-runs" / case_id
-        spec = write_method_spec(
-            job_dir, model, dataset, method, case.method_config, learning_rate=case.learning_rate,
-            merged_dir=job_dir / "merged",
-        )
-        run = run_trainer(spec)
-        assert_succeeded(run)
-        _TRAINED[case_id] = MethodRun(method, case, run, job_dir / "artifact", job_dir / "merged")
-    return _TRAINED[case_id]
-
-
-def write_method_spec(
-    job_dir: Path, model: Path, dataset: Path, method: str, method_config: dict[str, Any],
-    merged_dir: Path | None = None, **hyperparameters: Any
-) -> Path:
-    job_dir.mkdir(parents=True, exist_ok=True)
-    hp: dict[str, Any] = {
-        "max_steps": STEPS, "epochs": None, "learning_rate": 1e-3, "batch_size": BATCH_SIZE, "seq_len": SEQ_LEN,
-        "gradient_accumulation": 1, "warmup_steps": 0, "weight_decay": 0.0, "seed": 42, "log_every": 1,
-        "gradient_checkpointing": False,
-    }
-    hp.update(hyperparameters)
-    spec = {
-        "job_id": job_dir.name,
-        "model_path": str(model),
-        "dataset_path": str(dataset),
-        "output_dir": str(job_dir / "artifact"),
-        "merged_dir": str(merged_dir) if merged_dir is not None else None,
-        "config": {
-            "model": "demo", "dataset": "demo", "method": method, "hyperparameters": hp,
-            "method_config": method_config,
-        },
-    }
-    path = job_dir / "spec.json"
-    path.write_text(json.dumps(spec), encoding="utf-8")
-    return path
-
-
-def assert_succeeded(run: Run) -> None:
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -281,105 +169,3 @@ def test_full_trains_with_each_optimizer(optimizer: str, assets: tuple[Path, Pat
     # Every optimiser moved the weights: the loss after the first updates is not the starting one.
     assert losses[-1] != losses[0]
     assert (spec.parent / "artifact" / "model.safetensors").is_file()
-
-
-# In-process checks of what a method builds, on a tiny model (no training).
-
-def _tiny_llama(tie: bool) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=tie,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config)
-
-
-def _trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@pytest.mark.parametrize(
-    ("lm_head", "embeddings", "shared_trains"),
-    [(False, False, False), (True, False, True), (False, True, True), (True, True, True)],
-)
-def test_freeze_with_tied_embeddings_trains_the_shared_tensor_if_either_is_asked(
-    lm_head: bool, embeddings: bool, shared_trains: bool
-) -> None:
-    from worker.methods import freeze
-
-    model = freeze.build(
-        _tiny_llama(tie=True),
-        {"trainable_layers": 1, "train_lm_head": lm_head, "train_embeddings": embeddings, "optimizer": "adamw"},
-    )
-    assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert model.lm_head.weight.requires_grad is shared_trains
-    last_layer_and_norm = sum(p.numel() for p in model.model.layers[-1].parameters()) + model.model.norm.weight.numel()
-    shared = model.lm_head.weight.numel() if shared_trains else 0
-    assert _trainable(model) == last_layer_and_norm + shared  # the shared tensor counts once
-    assert not any(p.requires_grad for p in model.model.layers[0].parameters())
-
-
-def test_freeze_refuses_more_layers_than_the_model_has() -> None:
-    from worker.methods import freeze
-
-    options = {"trainable_layers": 4, "train_lm_head": True, "train_embeddings": False, "optimizer": "adamw"}
-    with pytest.raises(ValueError, match="only 3 decoder layers"):
-        freeze.build(_tiny_llama(tie=False), options)
-
-
-def test_prefix_tuning_refuses_gradient_checkpointing() -> None:
-    from worker.methods import prefix
-
-    model = _tiny_llama(tie=False)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    with pytest.raises(ValueError, match="prefix tuning does not work with gradient checkpointing"):
-        prefix.build(model, {"num_virtual_tokens": 4})
-
-
-def test_prompt_tuning_prepends_positions_and_prefix_tuning_does_not() -> None:
-    """Why the loop drops the first logits for prompt tuning only (see summed_loss)."""
-    from worker.methods import prefix, prompt
-
-    input_ids = torch.tensor([[1, 2, 3, 4, 5]])
-    prompt_model = prompt.build(_tiny_llama(tie=False), {"num_virtual_tokens": 4, "init": "random", "init_text": None})
-    prefix_model = prefix.build(_tiny_llama(tie=False), {"num_virtual_tokens": 4})
-    with torch.no_grad():
-        assert prompt_model(input_ids=input_ids).logits.shape[1] == 5 + 4
-        assert prefix_model(input_ids=input_ids).logits.shape[1] == 5
-
-
-def test_qlora_refuses_a_full_precision_base() -> None:
-    from worker.methods import qlora
-
-    with pytest.raises(ValueError, match="base loaded in 4 bits"):
-        qlora.build(_tiny_llama(tie=False), QLORA_OPTIONS)
-
-
-def test_galore_groups_project_exactly_the_target_weights() -> None:
-    from worker.methods import galore
-
-    model = galore.build(_tiny_llama(tie=False), {**GALORE_OPTIONS, "target_modules": "minimal"})
-    optimizer = galore.make_optimizer(model, {**GALORE_OPTIONS, "target_modules": "minimal"}, 1e-3, 0.01)
-    projected = [g for g in optimizer.param_groups if "rank" in g]
-    assert len(projected) == 1
-    group = projected[0]
-    assert (group["rank"], group["update_proj_gap"], group["scale"], group["proj_type"]) == (
-        GALORE_RANK, 200, 0.25, "std"
-    )
-    expected = {id(layer.self_attn.q_proj.weight) for layer in model.model.layers} | {
-        id(layer.self_attn.v_proj.weight) for layer in model.model.layers
-    }
-    assert {id(p) for p in group["params"]} == expected
-    # Every trainable parameter is in exactly one group; 1-D ones without weight decay.
-    grouped = [p for g in optimizer.param_groups for p in g["params"]]
-    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
-    assert all(g["weight_decay"] == 0.0 for g in optimizer.param_groups if g["params"][0].dim() < 2)
-
-
-def test_galore_refuses_targets_that_match_nothing() -> None:
-    from worker.methods import galore
-
-    with pytest.raises(ValueError, match=r"\['w_in'\] match no linear layer"):
-        galore.build(_tiny_llama(tie=False), {**GALORE_OPTIONS, "target_modules": ["q_proj", "w_in"]})

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from app.db import make_engine
 from app.models import Job, JobEvent
-from tests.stack import Stack, make_stack, wait_until
+from tests.helpers.stack import Stack, make_stack, wait_until
 
 FAST_TIMERS = {
     "TUNEDECK_LEASE_SECONDS": "3",

@@ -15,7 +15,7 @@ import httpx
 
 from app.embedded_redis import free_port, start_redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
 ADMIN_TOKEN = "td_test_admin_token_0123456789"
