@@ -29,7 +29,7 @@ from app.bootstrap import ensure_demo_dataset
 from app.db import get_engine
 from app.events.live_reader import LiveReaders
 from app.planner.db_catalog import seed_catalogs
-from app.schemas.methods import METHODS
+from app.methods import METHODS
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
 from app.web import account, pages, plan_pages

@@ -1,7 +1,6 @@
 """Job rows: create, read, cancel. Routes stay thin; the rules live here."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from sqlalchemy import func, update
@@ -12,7 +11,9 @@ from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
 from app.events.store import append_events
 from app.jobs.artifacts import available_downloads
+from app.methods import MethodError, check_against, check_seq_len, get_spec, missing_requirements
 from app.models import TERMINAL_STATUSES, Dataset, Job, User, utcnow
+from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.job_plan import job_plan
 from app.routing import (
     CPU_QUEUE,
@@ -22,7 +23,6 @@ from app.routing import (
     live_served_queues,
 )
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
-from app.schemas.methods import LORA_TARGET_PRESETS
 from app.settings import get_settings
 
 
@@ -35,80 +35,33 @@ class FieldError(ValueError):
         self.message = message
 
 
-KNOWN_LINEAR_NAMES = frozenset(name for names in LORA_TARGET_PRESETS.values() for name in names)
-LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"})
-
-
 def check_combination(body: MethodJobCreate) -> None:
     """Refuse what the libraries cannot do, saying why and what to pick instead."""
-    if body.method == "prefix" and body.hyperparameters.gradient_checkpointing:
-        raise FieldError(
-            ("hyperparameters", "gradient_checkpointing"),
-            "prefix tuning feeds its own key/value cache through every layer, which gradient "
-            "checkpointing cannot recompute; turn checkpointing off or use prompt tuning or LoRA",
-        )
-    if body.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
-        raise FieldError(("method",), "QLoRA needs bitsandbytes, which is not installed here; use LoRA instead")
+    spec = get_spec(body.method)
+    if spec.no_checkpointing is not None and body.hyperparameters.gradient_checkpointing:
+        raise FieldError(("hyperparameters", "gradient_checkpointing"), spec.no_checkpointing)
+    if missing := missing_requirements(body.method):
+        raise FieldError(("method",), f"{spec.label} needs {', '.join(missing)}, which is not installed here; "
+                                      "use LoRA instead")
 
 
 def check_against_model(body: MethodJobCreate) -> None:
+    """The model's limits and the method's one check against its architecture (the planner's too)."""
     try:
         info = get_model(body.model)
     except ModelNotFound as exc:
         raise FieldError(("model",), str(exc)) from exc
-    limit = info.max_positions
+    try:
+        arch = Architecture.from_config(info.config)
+    except ArchitectureError:
+        return  # a config the planner cannot read: the job's plan says why (app.planner.job_plan)
     seq_len = body.hyperparameters.seq_len
-    if limit is not None and seq_len > limit:
-        raise FieldError(
-            ("hyperparameters", "seq_len"),
-            f"seq_len {seq_len} is above the model's limit of {limit} positions",
-        )
-    virtual = getattr(body.method_config, "num_virtual_tokens", None)
-    if limit is not None and virtual is not None and seq_len + virtual > limit:
-        # Prompt tokens are prepended to the input; prefix key/values shift every position by as many.
-        raise FieldError(
-            ("method_config", "num_virtual_tokens"),
-            f"seq_len {seq_len} + {virtual} virtual tokens is above the model's limit of {limit} positions; "
-            f"use at most {limit - seq_len} virtual tokens or a shorter seq_len",
-        )
-    _check_sizes(body, info.config)
-    layers = info.config.get("num_hidden_layers")
-    trainable_layers = getattr(body.method_config, "trainable_layers", None)
-    if trainable_layers is not None and isinstance(layers, int) and trainable_layers > layers:
-        raise FieldError(
-            ("method_config", "trainable_layers"),
-            f"trainable_layers {trainable_layers} is more than the model's {layers} decoder layers",
-        )
-    targets = getattr(body.method_config, "target_modules", None)
-    if isinstance(targets, list) and info.config.get("model_type") in LLAMA_LIKE:
-        unknown = sorted(set(targets) - KNOWN_LINEAR_NAMES)
-        if unknown:
-            raise FieldError(
-                ("method_config", "target_modules"),
-                f"the model has no module named {', '.join(unknown)}; "
-                f"choose from {', '.join(sorted(KNOWN_LINEAR_NAMES))}",
-            )
-
-
-def _check_sizes(body: MethodJobCreate, config: dict[str, Any]) -> None:
-    """Options that only make sense below the model's own widths (a bottleneck wider than the layer, a
-    projection rank above the matrix rank) would train something else than asked: refuse them."""
-    hidden = config.get("hidden_size")
-    if not isinstance(hidden, int):
-        return
-    options = body.method_config
-    if body.method == "adapters" and getattr(options, "reduction_factor", 1) > hidden:
-        raise FieldError(
-            ("method_config", "reduction_factor"),
-            f"reduction_factor {options.reduction_factor} is above the model's hidden size {hidden}, "
-            f"which leaves no bottleneck; use at most {hidden} (16 is typical)",
-        )
-    if body.method == "galore" and getattr(options, "rank", 0) > hidden:
-        raise FieldError(
-            ("method_config", "rank"),
-            f"rank {options.rank} is above the model's hidden size {hidden}, the largest rank its "
-            f"matrices' gradients have; use at most {hidden}",
-        )
+    if (too_long := check_seq_len(arch, seq_len)) is not None:
+        raise FieldError(("hyperparameters", "seq_len"), too_long)
+    try:
+        check_against(body.method, body.method_config, arch, seq_len)
+    except MethodError as exc:
+        raise FieldError(("method_config", exc.field), exc.message) from exc
 
 
 def _plan_and_queue(session: Session, body: MethodJobCreate) -> tuple[dict[str, Any], str]:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.planner.catalog import GpuSpec, ModelEntry
-from app.schemas.methods import METHODS
+from app.methods import METHODS
 
 
 class GpuForm(BaseModel):

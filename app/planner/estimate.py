@@ -16,7 +16,6 @@ from app.planner.catalog import GpuSpec, Runtime
 from app.planner.compute import cost_for, flops_per_step, seconds_for
 from app.planner.memory import MemoryEstimate, estimate_memory
 from app.planner.setup import TrainingSetup
-from app.schemas.methods import AVAILABLE_METHODS
 
 BREAKDOWN_KEYS = ("weights", "trainable_weights", "gradients", "optimizer", "activations", "logits")
 
@@ -57,19 +56,18 @@ def gpu_rows(method: str, peak: int, step_flops: float, steps: int | None, gpus:
 
 def method_notes(arch: Architecture, setup: TrainingSetup, memory: MemoryEstimate, steps: int | None) -> list[str]:
     notes = list(memory.notes)
-    if setup.method == "prefix" and setup.gradient_checkpointing:
-        notes.append("prefix tuning cannot use gradient checkpointing (its prefixes arrive as a KV cache): "
-                     "estimated without it")
-    if setup.method == "qlora":
-        notes.append(f"QLoRA computes in {setup.options_dict['compute_dtype']} (method_config.compute_dtype); "
-                     "embeddings, norms and the output layer are fp32 after prepare_model_for_kbit_training")
-    if setup.method in {"lora", "dora", "qlora", "prefix", "prompt"}:
+    spec = setup.spec
+    if setup.gradient_checkpointing and not spec.checkpointing:
+        notes.append(f"{spec.label.lower()} cannot use gradient checkpointing: estimated without it "
+                     f"({spec.no_checkpointing})")
+    if spec.quantized_base:
+        notes.append(f"the 4-bit base computes in {setup.options_dict['compute_dtype']} "
+                     "(method_config.compute_dtype); embeddings, norms and the output layer are fp32 after prepare_model_for_kbit_training")
+    if spec.peft:
         notes.append("peft keeps adapter weights, gradients and optimiser states in fp32")
     if arch.family == "gemma2":
         notes.append("attention memory as with flash-attention 2 (softcapping in-kernel); eager attention "
                      "would add a·s² per layer")
-    if setup.method not in AVAILABLE_METHODS:
-        notes.append(f"the worker cannot run {setup.method} yet: this is a plan only")
     if steps is None:
         notes.append("seconds and cost are for one optimizer step: give dataset_tokens or dataset for the whole run")
     else:

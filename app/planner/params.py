@@ -12,20 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+from app.methods import MethodError, targets_in
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
 
+__all__ = ["MethodError", "TensorSpec", "ParamCounts", "base_tensors", "count_params", "lora_targets",
+           "trainable_tensors", "trainable_count", "nf4_bytes_per_param", "layer_tensors"]
+
 NF4_BLOCK = 64  # bitsandbytes quantize_4bit default blocksize
 DQ_BLOCK = 256  # blocksize of the second quantisation of the absmax constants
-
-
-class MethodError(ValueError):
-    """The architecture cannot take the method as configured; `field` names the option to fix."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -92,28 +87,19 @@ def count_params(arch: Architecture) -> ParamCounts:
 
 
 def lora_targets(arch: Architecture, targets: list[str]) -> dict[str, tuple[int, int]]:
-    """The targeted Linear modules; unknown names are the user's error, as peft would say."""
-    modules = arch.linear_modules()
-    missing = [t for t in targets if t not in modules]
-    if missing:
-        raise MethodError(
-            "target_modules",
-            f"{', '.join(missing)} not in a {arch.model_type} layer (its linear modules: {', '.join(modules)})",
-        )
-    return {t: modules[t] for t in targets}
+    """The targeted Linear modules; unknown names are the user's error (`app.methods.targets_in`)."""
+    return targets_in(arch, targets)
 
 
 def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSpec]:
-    """What the method trains, as tensors (adapters are new tensors; full/freeze/galore train base ones)."""
-    method, opts, L, h = setup.method, setup.options_dict, arch.num_layers, arch.hidden_size
-    if method in {"full", "galore"}:
-        if method == "galore":
-            lora_targets(arch, setup.galore_targets)
+    """What the method trains, as tensors (adapters are new tensors; full/freeze/galore train base ones).
+
+    The options were checked against `arch` first (`app.methods.check_against`)."""
+    spec, method, opts, L, h = setup.spec, setup.method, setup.options_dict, arch.num_layers, arch.hidden_size
+    if spec.trains_base:
         return base_tensors(arch)
     if method == "freeze":
         k = int(opts["trainable_layers"])
-        if k > L:
-            raise MethodError("trainable_layers", f"{k} but the model has only {L} decoder layers")
         tensors = [TensorSpec(t.name, t.shape, t.count * k) for t in layer_tensors(arch)]
         tensors.append(TensorSpec("final_norm", (h,)))
         embed = TensorSpec("embed_tokens", (arch.vocab_size, h))
@@ -126,7 +112,7 @@ def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSp
             if opts["train_embeddings"]:
                 tensors.append(embed)
         return tensors
-    if method in {"lora", "dora", "qlora"}:
+    if spec.lora:
         r = int(opts["r"])
         tensors = []
         for name, (d_in, d_out) in lora_targets(arch, setup.lora_targets).items():
@@ -135,16 +121,13 @@ def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSp
                 tensors.append(TensorSpec(f"{name}.magnitude", (d_out,), L))
         return tensors
     if method == "adapters":
-        factor = int(opts["reduction_factor"])
-        if factor > h:
-            raise MethodError("reduction_factor", f"{factor} is larger than the hidden size {h}")
-        m = h // factor
+        m = h // int(opts["reduction_factor"])
         per_layer = 2 if opts["config"] == "houlsby" else 1
         n = L * per_layer
         return [TensorSpec("adapter.down", (m, h), n), TensorSpec("adapter.down.bias", (m,), n),
                 TensorSpec("adapter.up", (h, m), n), TensorSpec("adapter.up.bias", (h,), n)]
     p = setup.virtual_tokens
-    if method == "prefix":
+    if spec.virtual_tokens == "prefix":
         return [TensorSpec("prefix_encoder", (p, 2 * L * arch.kv_dim))]
     return [TensorSpec("prompt_embeddings", (p, h))]
 

@@ -18,10 +18,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from app.planner.catalog import Catalog
 from app.schemas.plan import PlanRequest
 
+_API = PlanRequest.model_fields
+# The training shape starts at the API's defaults (which are the job's: app.schemas.hyperparameters).
 PLAN_DEFAULTS: dict[str, Any] = {
-    "model": "llama-3.1-8b", "hub_model": "", "config_json": "", "dataset": "", "dataset_tokens": "10000000", "seq_len": "2048",
-    "batch_size": "1", "gradient_accumulation": "8", "epochs": "1", "gradient_checkpointing": "on",
-    "precision": "bf16", "optimizer": "", "gpus": ["RTX 4090", "L40S", "A100 80GB", "H100 80GB"],
+    "model": "llama-3.1-8b", "hub_model": "", "config_json": "", "dataset": "", "dataset_tokens": "10000000",
+    "seq_len": str(_API["seq_len"].default), "batch_size": str(_API["batch_size"].default),
+    "gradient_accumulation": str(_API["gradient_accumulation"].default), "epochs": f"{_API['epochs'].default:g}",
+    "gradient_checkpointing": "on" if _API["gradient_checkpointing"].default else "",
+    "precision": _API["precision"].default, "optimizer": "", "gpus": ["RTX 4090", "L40S", "A100 80GB", "H100 80GB"],
 }
 SEGMENTS = (  # breakdown key, legend label
     ("weights", "weights"), ("trainable_weights", "trainable weights"), ("gradients", "gradients"),

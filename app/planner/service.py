@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.catalog import Catalog, FileCatalog, GpuSpec
 from app.planner.estimate import RunLength, badges, instant_estimate
-from app.planner.params import MethodError, trainable_tensors
+from app.methods import MethodError, check_against, check_seq_len
 from app.planner.setup import TrainingSetup
 from app.schemas.plan import PlanRequest
 
@@ -64,7 +64,7 @@ def _model_folder_config(model_id: str) -> dict[str, Any]:
 
 
 def build_setup(request: PlanRequest, method: str, arch: Architecture) -> TrainingSetup:
-    """The method's validated options, checked against the architecture."""
+    """The method's validated options, checked against the architecture as job submission checks them."""
     try:
         setup = TrainingSetup.build(
             method, request.method_config.get(method, {}), optimizer=request.optimizer,  # type: ignore[arg-type]
@@ -76,14 +76,9 @@ def build_setup(request: PlanRequest, method: str, arch: Architecture) -> Traini
         error = exc.errors()[0]
         raise PlanError(("method_config", method, *error["loc"]), error["msg"]) from exc
     try:
-        trainable_tensors(arch, setup)  # checks targets, layer counts, bottleneck size against the model
+        check_against(method, setup.options, arch, request.seq_len)
     except MethodError as exc:
         raise PlanError(("method_config", method, exc.field), exc.message) from exc
-    limit = arch.max_positions
-    if limit is not None and method == "prompt" and request.seq_len + setup.virtual_tokens > limit:
-        raise PlanError(("method_config", method, "num_virtual_tokens"),
-                        f"seq_len {request.seq_len} + {setup.virtual_tokens} virtual tokens exceeds the "
-                        f"model's {limit} positions")
     return setup
 
 
@@ -129,8 +124,8 @@ def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: Callable[[str, 
          ) -> dict[str, Any]:
     """Instant estimates for every requested method (traced ones come from the planning queue)."""
     arch = resolve_architecture(request, catalog)
-    if arch.max_positions is not None and request.seq_len > arch.max_positions:
-        raise PlanError(("seq_len",), f"{request.seq_len} is above the model's limit of {arch.max_positions} positions")
+    if (too_long := check_seq_len(arch, request.seq_len)) is not None:
+        raise PlanError(("seq_len",), too_long)
     setups = [build_setup(request, method, arch) for method in request.methods]
     gpus = resolve_gpus(request, catalog)
     tokens = request.dataset_tokens

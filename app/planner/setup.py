@@ -3,18 +3,18 @@
 Why one object: the instant and the traced estimator must answer the same
 question, so the request is resolved once (the method's validated options,
 the optimiser actually used, the LoRA targets, the virtual tokens) and both
-read the result.
+read the result. What a method is (its options, its traits) comes from its
+declaration in `app.methods`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.schemas.methods import LORA_TARGET_PRESETS, METHOD_OPTIONS, MethodOptions
+from app.methods import MethodOptions, MethodSpec, get_spec, resolve_targets
 
 Precision = Literal["bf16", "mixed", "fp32"]
 OptimizerName = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"]
-PEFT_LORA = frozenset({"lora", "dora", "qlora"})
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,19 @@ class TrainingSetup:
         The optimiser named in the method's options wins when the user set it;
         else the request's; else the method's default (QLoRA: paged 8-bit AdamW).
         """
-        model = METHOD_OPTIONS[method]
-        parsed = options if isinstance(options, MethodOptions) else model.model_validate(options or {})
-        chosen = getattr(parsed, "optimizer", None)
+        spec = get_spec(method)
+        parsed = spec.parse(options)
+        chosen = getattr(parsed, "optimizer", None) or spec.default_optimizer
         if "optimizer" not in parsed.model_fields_set and optimizer is not None:
             chosen = optimizer
         return cls(
-            method=method, options=parsed, optimizer=chosen or "adamw",  # type: ignore[arg-type]
+            method=method, options=parsed, optimizer=chosen,  # type: ignore[arg-type]
             options_dict=parsed.model_dump(), **kwargs,
         )
+
+    @property
+    def spec(self) -> MethodSpec:
+        return get_spec(self.method)
 
     @property
     def tokens(self) -> int:
@@ -58,23 +62,20 @@ class TrainingSetup:
 
     @property
     def virtual_tokens(self) -> int:
-        return int(self.options_dict.get("num_virtual_tokens", 0)) if self.method in {"prefix", "prompt"} else 0
+        return int(self.options_dict.get("num_virtual_tokens", 0)) if self.spec.virtual_tokens else 0
 
     @property
     def uses_checkpointing(self) -> bool:
-        """Prefix tuning cannot checkpoint (its prefixes arrive as a KV cache, which checkpointed layers drop)."""
-        return self.gradient_checkpointing and self.method != "prefix"
+        """A method that cannot checkpoint (prefix tuning) is estimated without it."""
+        return self.gradient_checkpointing and self.spec.checkpointing
 
     @property
     def lora_targets(self) -> list[str]:
-        if self.method not in PEFT_LORA:
-            return []
-        return _targets(self.options_dict["target_modules"])
+        return resolve_targets(self.options_dict["target_modules"]) if self.spec.lora else []
 
     @property
     def galore_targets(self) -> list[str]:
-        return _targets(self.options_dict["target_modules"]) if self.method == "galore" else []
-
-
-def _targets(value: str | list[str]) -> list[str]:
-    return list(LORA_TARGET_PRESETS[value]) if isinstance(value, str) else list(value)
+        """The matrices whose gradients are projected (GaLore trains the base with its own optimiser)."""
+        if not (self.spec.trains_base and "target_modules" in self.options_dict):
+            return []
+        return resolve_targets(self.options_dict["target_modules"])

@@ -1,7 +1,30 @@
-"""Training hyperparameters shared by every method."""
+"""Training hyperparameters shared by every method: THE one place for their defaults and bounds.
+
+The job API, the job form, the plan API and the plan page all take their
+defaults and bounds from here (the shared `Annotated` types below), and the
+trainer parses its spec with the same model, so a default cannot differ
+between what a user is shown and what runs. The learning rate's default is
+the method's own (`MethodSpec.learning_rate`): `hyperparameters_for(method)`.
+"""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import math
+from functools import cache
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from app.methods import get_spec
+
+SEQ_LEN = 512
+BATCH_SIZE = 1
+GRADIENT_ACCUMULATION = 1
+MAX_STEPS = 100
+
+SeqLen = Annotated[int, Field(ge=8, le=131_072, description="Longest sequence in tokens; longer rows are truncated")]
+BatchSize = Annotated[int, Field(ge=1, le=1024, description="Micro-batch size")]
+GradientAccumulation = Annotated[int, Field(ge=1, le=1024, description="Micro-batches per optimizer step")]
+LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
 
 
 class Hyperparameters(BaseModel):
@@ -9,10 +32,10 @@ class Hyperparameters(BaseModel):
 
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="Optimizer steps to run")
     epochs: float | None = Field(None, gt=0, le=100, description="Passes over the dataset (instead of max_steps)")
-    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate")
-    batch_size: int = Field(8, ge=1, le=1024, description="Micro-batch size")
-    seq_len: int = Field(256, ge=8, le=131_072, description="Longest sequence in tokens; longer rows are truncated")
-    gradient_accumulation: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step")
+    learning_rate: LearningRate = get_spec("lora").learning_rate
+    batch_size: BatchSize = BATCH_SIZE
+    seq_len: SeqLen = SEQ_LEN
+    gradient_accumulation: GradientAccumulation = GRADIENT_ACCUMULATION
     warmup_steps: int = Field(0, ge=0, le=1_000_000, description="Linear warm-up before cosine decay")
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     seed: int = Field(42, ge=0, le=2**31 - 1)
@@ -43,9 +66,27 @@ class Hyperparameters(BaseModel):
         if self.max_steps is not None and self.epochs is not None:
             raise ValueError("give either max_steps or epochs, not both")
         if self.max_steps is None and self.epochs is None:
-            self.max_steps = 100
+            self.max_steps = MAX_STEPS
         if self.eval_fraction is not None and self.eval_count is not None:
             raise ValueError("give either eval_fraction or eval_count, not both")
         if self.eval_every and self.eval_fraction is None and self.eval_count is None:
             raise ValueError("eval_every needs held-out rows: set eval_fraction or eval_count")
         return self
+
+    def total_steps(self, rows: int) -> int:
+        """Optimizer steps to run; an epoch count is rounded up so the last rows are seen."""
+        if self.max_steps is not None:
+            return self.max_steps
+        assert self.epochs is not None
+        per_step = self.batch_size * self.gradient_accumulation
+        return max(1, math.ceil(self.epochs * rows / per_step))
+
+
+@cache
+def hyperparameters_for(method: str) -> type[Hyperparameters]:
+    """`Hyperparameters` with `method`'s default learning rate (2e-4 for adapters, 2e-5 for full…)."""
+    spec = get_spec(method)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{method.capitalize()}Hyperparameters", __base__=Hyperparameters,
+        learning_rate=(LearningRate, spec.learning_rate),
+    )

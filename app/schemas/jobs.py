@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
 
-from app.schemas.hyperparameters import Hyperparameters
-from app.schemas.methods import METHOD_OPTIONS, MethodOptions
+from app.methods import REGISTRY, MethodOptions
+from app.schemas.hyperparameters import Hyperparameters, hyperparameters_for
 
 ModelRef = Annotated[
     str,
@@ -37,15 +37,18 @@ class MethodJobCreate(JobBase):
 
 
 def _job_model(method: str, options: type[MethodOptions]) -> type[MethodJobCreate]:
+    """One body per method: its options model, and its own default learning rate in the schema."""
+    hyperparameters = hyperparameters_for(method)
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"{method.capitalize()}JobCreate",
         __base__=MethodJobCreate,
         method=(Literal[method], ...),  # type: ignore[valid-type]
+        hyperparameters=(hyperparameters, Field(default_factory=hyperparameters)),
         method_config=(options, Field(default_factory=options)),
     )
 
 
-JOB_MODELS: tuple[type[MethodJobCreate], ...] = tuple(_job_model(m, o) for m, o in METHOD_OPTIONS.items())
+JOB_MODELS: tuple[type[MethodJobCreate], ...] = tuple(_job_model(m, s.options) for m, s in REGISTRY.items())
 JobCreate = Annotated[Union[JOB_MODELS], Field(discriminator="method")]  # type: ignore[valid-type]
 
 

@@ -1,9 +1,11 @@
 """Plan request and response bodies (`POST /api/v1/plan`, `POST /api/v1/plan/fit`).
 
 Why the method options are a plain dict here: one plan compares several
-methods, each with its own options model (`app.schemas.methods`); the service
+methods, each with its own options model (`app.methods`); the service
 validates `method_config.<method>` with that model so a wrong option is a 422
-at `body.method_config.<method>.<field>`, as in the job form.
+at `body.method_config.<method>.<field>`, as in the job form. Defaults and
+bounds of the training shape (seq_len, micro-batch, accumulation) are the
+job's own (`app.schemas.hyperparameters`).
 """
 from __future__ import annotations
 
@@ -12,10 +14,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas.methods import METHODS
+from app.methods import METHODS
+from app.schemas.hyperparameters import (
+    BATCH_SIZE,
+    GRADIENT_ACCUMULATION,
+    SEQ_LEN,
+    BatchSize,
+    GradientAccumulation,
+    SeqLen,
+)
 
-MethodName = Literal["full", "freeze", "lora", "dora", "qlora", "galore", "adapters", "prefix", "prompt"]
-assert set(MethodName.__args__) == set(METHODS)  # type: ignore[attr-defined]  # kept in step with the job form
+MethodName = Literal[METHODS]  # type: ignore[valid-type]
 
 
 class PlanRequest(BaseModel):
@@ -24,10 +33,10 @@ class PlanRequest(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=200,
                               description="A catalog id (GET /api/v1/plan/catalog), a model folder or a hub id")
     config: dict[str, Any] | None = Field(None, description="A config.json, instead of `model`")
-    methods: list[MethodName] = Field(default_factory=lambda: list(METHODS), min_length=1, max_length=9)
-    seq_len: int = Field(512, ge=8, le=131_072, description="Padded (or packed) sequence length in tokens")
-    batch_size: int = Field(1, ge=1, le=1024, description="Micro-batch")
-    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    methods: list[MethodName] = Field(default_factory=lambda: list(METHODS), min_length=1, max_length=len(METHODS))
+    seq_len: SeqLen = SEQ_LEN
+    batch_size: BatchSize = BATCH_SIZE
+    gradient_accumulation: GradientAccumulation = GRADIENT_ACCUMULATION
     gradient_checkpointing: bool = False
     precision: Literal["bf16", "mixed", "fp32"] = Field(
         "bf16", description="bf16 weights; mixed = fp32 weights under bf16 autocast; fp32")

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.schemas.jobs import JobCreate
-from app.schemas.methods import METHODS
+from app.methods import METHODS
 from app.web.method_fields import method_config_from_form
 
 JOB_BODY = TypeAdapter(JobCreate)
@@ -30,6 +30,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "eval_every": ("hyperparameters", "eval_every"),
     "sample_every": ("hyperparameters", "sample_every"),
 }
+# The form's training inputs, rendered from the schema's defaults and hints; the learning rate sits with
+# the method's options because its default is the method's own.
+TRAINING_FIELDS: tuple[str, ...] = ("max_steps", "batch_size", "seq_len", "gradient_accumulation")
 # The form's inputs under "Checkpoints and evaluation", rendered from the schema's hints.
 LIFECYCLE_FIELDS: tuple[str, ...] = (
     "checkpoint_every", "keep_checkpoints", "eval_fraction", "eval_count", "eval_every", "sample_every",

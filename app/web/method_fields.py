@@ -11,9 +11,11 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from app.schemas.methods import LORA_TARGET_PRESETS, METHOD_OPTIONS
+from app.methods import METHOD_OPTIONS, TARGET_PRESETS
+from app.schemas.hyperparameters import MAX_STEPS, hyperparameters_for
 
-LABELS = {"r": "Rank (r)", "alpha": "Alpha", "init_text": "Init text", "use_rslora": "Rank-stabilised scaling"}
+LABELS = {"r": "Rank (r)", "alpha": "Alpha", "init_text": "Init text", "use_rslora": "Rank-stabilised scaling",
+          "seq_len": "Sequence length"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ def _field(name: str, info: FieldInfo) -> FormField:
     default = info.get_default(call_default_factory=True)
     annotation = info.annotation
     if name == "target_modules":
-        return FormField(name, "Target modules", "select", default, hint, tuple(LORA_TARGET_PRESETS))
+        return FormField(name, "Target modules", "select", default, hint, tuple(TARGET_PRESETS))
     if annotation is bool:
         return FormField(name, label, "checkbox", default, hint)
     if choices := _choices(annotation):
@@ -71,15 +73,16 @@ def method_config_from_form(method: str, form: dict[str, str]) -> dict[str, Any]
     return config
 
 
-def hyperparameter_fields(names: tuple[str, ...]) -> list[FormField]:
-    """Number inputs for training settings, hinted by the schema; optional ones start empty."""
-    from app.schemas.hyperparameters import Hyperparameters
-
+def hyperparameter_fields(names: tuple[str, ...], method: str = "lora") -> list[FormField]:
+    """Number inputs for training settings, with the schema's defaults (the learning rate: the method's own)
+    and hints; optional ones start empty."""
+    model = hyperparameters_for(method if method in METHOD_OPTIONS else "lora")
     fields = []
     for name in names:
-        info = Hyperparameters.model_fields[name]
+        info = model.model_fields[name]
         whole = int in (info.annotation, *typing.get_args(info.annotation))
-        default = info.get_default(call_default_factory=True)
+        # max_steps is None in the schema so that epochs can replace it; unset, both mean MAX_STEPS.
+        default = MAX_STEPS if name == "max_steps" else info.get_default(call_default_factory=True)
         label = LABELS.get(name, name.replace("_", " ").capitalize())
         fields.append(FormField(name, label, "number", default, info.description or "", step="1" if whole else "any"))
     return fields

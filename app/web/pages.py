@@ -15,9 +15,9 @@ from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_dat
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
-from app.schemas.methods import AVAILABLE_METHODS, METHOD_LABELS, METHODS
+from app.methods import METHOD_LABELS, METHODS, missing_requirements
 from app.web.method_fields import hyperparameter_fields, option_fields
-from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, body_from_form, field_for, validation_messages
+from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, TRAINING_FIELDS, body_from_form, field_for, validation_messages
 from app.web.job_stream import page_frames
 from app.web.templating import templates
 from app import storage
@@ -35,8 +35,9 @@ def _options_context(method: str, values: dict[str, str] | None = None,
     return {
         "method": method,
         "method_label": METHOD_LABELS[method],
-        "available": method in AVAILABLE_METHODS,
+        "available": not missing_requirements(method),
         "fields": option_fields(method),
+        "learning_rate": hyperparameter_fields(("learning_rate",), method)[0],
         "values": values or {},
         "errors": errors or {},
     }
@@ -49,7 +50,8 @@ def _form_context(session: Any, user: Any, values: dict[str, str] | None = None,
         "datasets": list_datasets(session, user),
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
-        "available_methods": AVAILABLE_METHODS,
+        "available_methods": [m for m in METHODS if not missing_requirements(m)],
+        "training_fields": hyperparameter_fields(TRAINING_FIELDS),
         "lifecycle_fields": hyperparameter_fields(LIFECYCLE_FIELDS),
     }
 

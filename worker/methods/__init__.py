@@ -1,14 +1,17 @@
 """Fine-tuning methods: each turns a loaded base model into what the loop trains.
 
-The training loop is method-agnostic. A method module exposes two functions,
-`build(model, method_config) -> model` (freeze, wrap, inject adapters) and
+The training loop is method-agnostic. What a method is (its options model,
+defaults, traits) is declared once in `app.methods`; the module here holds
+only its torch code and receives the validated options model, never a dict
+to re-apply defaults to. It exposes two functions,
+`build(model, options) -> model` (freeze, wrap, inject adapters) and
 `save(model, output_dir, base_model_path)` (write the artifact users
 download), and may add optional hooks the loop uses when present:
 
-- `load(model_path, hyperparameters, method_config) -> model`: load the base
+- `load(model_path, hyperparameters, options) -> model`: load the base
   itself (QLoRA quantises it to 4 bits at load time). Without it the loop
   loads the base in float32 (`default_load`).
-- `make_optimizer(model, method_config, learning_rate, weight_decay)`: build
+- `make_optimizer(model, options, learning_rate, weight_decay)`: build
   the optimiser itself (GaLore needs its own parameter groups). Without it the
   loop builds the one named by the options' `optimizer` field, else AdamW.
 - `merge(adapter_dir, base_model_path, out_dir) -> Path`: from the saved
@@ -21,41 +24,29 @@ backends another method needs (bitsandbytes, galore).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-METHOD_MODULES: dict[str, str] = {
-    "full": "worker.methods.full",
-    "freeze": "worker.methods.freeze",
-    "lora": "worker.methods.lora",
-    "dora": "worker.methods.dora",
-    "qlora": "worker.methods.qlora",
-    "galore": "worker.methods.galore",
-    "adapters": "worker.methods.adapters",
-    "prefix": "worker.methods.prefix",
-    "prompt": "worker.methods.prompt",
-}
+from app.methods import REGISTRY, MethodOptions
+
 DEFAULT_OPTIMIZER = "adamw"
 
 
 class Method(Protocol):
-    def build(self, model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module: ...
+    def build(self, model: PreTrainedModel, options: Any) -> torch.nn.Module: ...
 
     def save(self, model: torch.nn.Module, output_dir: Path, base_model_path: str) -> None: ...
 
 
 def get_method(name: str) -> Method:
-    """The module implementing `name`; a method the trainer lacks is a clear error, not a KeyError."""
-    try:
-        module_name = METHOD_MODULES[name]
-    except KeyError:
-        known = ", ".join(sorted(METHOD_MODULES))
-        raise ValueError(f"method {name!r} is not supported by this worker (known: {known})") from None
-    module: Any = importlib.import_module(module_name)
+    """`worker.methods.<name>`, for a method the registry declares; any other name is a clear error."""
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ValueError(f"method {name!r} is not supported by this worker (known: {known})")
+    module: Any = importlib.import_module(f"worker.methods.{name}")
     return module
 
 
@@ -69,19 +60,17 @@ def float32_base(model_path: str) -> PreTrainedModel:
                                                 trust_remote_code=remote_code_allowed(model_path))
 
 
-def default_load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+def default_load(model_path: str, hyperparameters: Any, options: MethodOptions) -> PreTrainedModel:
     """The `load` hook of methods that train on the plain float32 base."""
     return float32_base(model_path)
 
 
-def load_base(
-    method: Method, model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]
-) -> PreTrainedModel:
+def load_base(method: Method, model_path: str, hyperparameters: Any, options: MethodOptions) -> PreTrainedModel:
     """The method's own `load` hook if it has one, else `default_load`."""
     loader = getattr(method, "load", default_load)
-    return loader(model_path, hyperparameters, method_config)
+    return loader(model_path, hyperparameters, options)
 
 
-def optimizer_name(method_config: Mapping[str, Any]) -> str:
-    """The optimiser a job asked for, AdamW when its method has no such option."""
-    return str(method_config.get("optimizer") or DEFAULT_OPTIMIZER)
+def optimizer_name(options: MethodOptions) -> str:
+    """The optimiser a job's options name; AdamW for methods without the option (their declared default)."""
+    return str(getattr(options, "optimizer", None) or DEFAULT_OPTIMIZER)

@@ -10,25 +10,21 @@ also what `tunedeck generate` uses on these folders.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
+from app.methods.adapters import AdaptersOptions
+
 from worker.bottleneck import add_bottleneck_adapters, save_bottleneck_adapter
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+def build(model: PreTrainedModel, options: AdaptersOptions) -> torch.nn.Module:
     """Freeze the base, attach identity-initialised adapters; only they train."""
     model.requires_grad_(False)
-    add_bottleneck_adapters(
-        model,
-        config=str(method_config.get("config", "pfeiffer")),
-        reduction_factor=int(method_config.get("reduction_factor", 16)),
-        non_linearity=str(method_config.get("non_linearity", "relu")),
-    )
+    add_bottleneck_adapters(model, config=options.config, reduction_factor=options.reduction_factor,
+                            non_linearity=options.non_linearity)
     return model
 
 

@@ -6,15 +6,14 @@ rescales it. Options, build and the PEFT folder are LoRA's.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from transformers import PreTrainedModel
+
+from app.methods.dora import DoraOptions
 
 from worker.methods import lora
 from worker.methods.lora import merge, save  # noqa: F401 - the same PEFT folder and merge as LoRA
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
-    return lora.build(model, method_config, use_dora=True)
+def build(model: PreTrainedModel, options: DoraOptions) -> torch.nn.Module:
+    return lora.build(model, options, use_dora=True)

@@ -10,17 +10,16 @@ The artifact is a full model folder, as for `full`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from transformers import PreTrainedModel
+
+from app.methods.freeze import FreezeOptions
 
 from worker.methods.full import save  # noqa: F401 - the same model folder as `full`
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
-    n_layers = int(method_config["trainable_layers"])
+def build(model: PreTrainedModel, options: FreezeOptions) -> torch.nn.Module:
+    n_layers = options.trainable_layers
     decoder = model.get_decoder()
     layers = getattr(decoder, "layers", None)
     if layers is None:
@@ -36,8 +35,8 @@ def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.
     norm = getattr(decoder, "norm", None)
     if norm is not None:
         norm.requires_grad_(True)
-    if method_config["train_lm_head"]:
+    if options.train_lm_head:
         model.get_output_embeddings().requires_grad_(True)
-    if method_config["train_embeddings"]:
+    if options.train_embeddings:
         model.get_input_embeddings().requires_grad_(True)
     return model

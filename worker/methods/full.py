@@ -2,19 +2,19 @@
 
 The artifact is a plain `save_pretrained` model folder (config + safetensors),
 which `AutoModelForCausalLM.from_pretrained` loads as is. The optimiser is
-the user's pick (`method_config["optimizer"]`, see `worker.methods.optimizers`).
+the user's pick (`FullOptions.optimizer`, see `worker.methods.optimizers`).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
+from app.methods.full import FullOptions
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+
+def build(model: PreTrainedModel, options: FullOptions) -> torch.nn.Module:
     """Unfreeze every parameter (a freshly loaded model already is; be explicit)."""
     model.requires_grad_(True)
     return model

@@ -16,29 +16,28 @@ the ones the Trainer builds.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
+from app.methods.galore import GaloreOptions
 from worker.methods.full import save  # noqa: F401 - the same model folder as `full`
-from worker.methods.lora import resolve_targets
 from worker.methods.optimizers import galore_adamw
 
 OPTIMIZER_NAME = "galore_adamw"  # what the job log names (the Trainer's name for the same optimiser)
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+def build(model: PreTrainedModel, options: GaloreOptions) -> torch.nn.Module:
     """Every parameter trains; the low-rank part is the optimiser's."""
-    target_weights(model, method_config)  # an unknown target fails here, before any step
+    target_weights(model, options)  # an unknown target fails here, before any step
     model.requires_grad_(True)
     return model
 
 
-def target_weights(model: torch.nn.Module, method_config: Mapping[str, Any]) -> list[torch.nn.Parameter]:
+def target_weights(model: torch.nn.Module, options: GaloreOptions) -> list[torch.nn.Parameter]:
     """The 2-D weights whose gradients are projected, in model order."""
-    targets = resolve_targets(method_config.get("target_modules", "all-linear"))
+    targets = options.resolved_targets()
     found: list[torch.nn.Parameter] = []
     matched: set[str] = set()
     for name, module in model.named_modules():
@@ -57,14 +56,14 @@ def target_weights(model: torch.nn.Module, method_config: Mapping[str, Any]) -> 
 
 
 def make_optimizer(
-    model: torch.nn.Module, method_config: Mapping[str, Any], learning_rate: float, weight_decay: float
+    model: torch.nn.Module, options: GaloreOptions, learning_rate: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     return galore_adamw(
         model,
-        target_weights(model, method_config),
-        rank=int(method_config.get("rank", 128)),
-        update_proj_gap=int(method_config.get("update_proj_gap", 200)),
-        scale=float(method_config.get("scale", 0.25)),
+        target_weights(model, options),
+        rank=options.rank,
+        update_proj_gap=options.update_proj_gap,
+        scale=options.scale,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
     )

@@ -10,55 +10,23 @@ merged into the base weights (`worker.merge`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
-from app.schemas.methods import LORA_TARGET_PRESETS as TARGET_PRESETS
+from app.methods.lora import LoraOptions
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: str | list[str] = "attention"
-    use_rslora: bool = False
-
-    @classmethod
-    def from_config(cls, method_config: Mapping[str, Any]) -> "LoraSettings":
-        """Take the keys we know; the API has validated them, others belong to it."""
-        known = {k: method_config[k] for k in cls.__dataclass_fields__ if k in method_config}
-        return cls(**known)
-
-    def resolved_targets(self) -> list[str]:
-        return resolve_targets(self.target_modules)
-
-
-def resolve_targets(target_modules: str | list[str]) -> list[str]:
-    """A preset name (minimal, attention, all-linear) or an explicit list, as module names."""
-    if isinstance(target_modules, str):
-        if target_modules not in TARGET_PRESETS:
-            presets = ", ".join(TARGET_PRESETS)
-            raise ValueError(f"unknown target preset {target_modules!r} (presets: {presets})")
-        return list(TARGET_PRESETS[target_modules])
-    return list(target_modules)
-
-
-def build(model: PreTrainedModel, method_config: Mapping[str, Any], *, use_dora: bool = False) -> torch.nn.Module:
+def build(model: PreTrainedModel, options: LoraOptions, *, use_dora: bool = False) -> torch.nn.Module:
     """Wrap the model with LoRA adapters (DoRA's with `use_dora`); peft freezes everything else."""
-    settings = LoraSettings.from_config(method_config)
     config = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.resolved_targets(),
-        use_rslora=settings.use_rslora,
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=options.resolved_targets(),
+        use_rslora=options.use_rslora,
         use_dora=use_dora,
         task_type="CAUSAL_LM",
     )

@@ -13,23 +13,16 @@ what to do instead.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from peft import PrefixTuningConfig
 from transformers import PreTrainedModel
 
+from app.methods.prefix import SPEC, PrefixOptions
 from worker.methods.lora import save, wrap  # noqa: F401 - the same PEFT folder as LoRA
 
-GRADIENT_CHECKPOINTING_MESSAGE = (
-    "prefix tuning does not work with gradient checkpointing: the prefixes reach the layers as a key/value "
-    "cache, which checkpointed layers drop; turn gradient_checkpointing off, or use prompt tuning or LoRA"
-)
 
-
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+def build(model: PreTrainedModel, options: PrefixOptions) -> torch.nn.Module:
     if model.is_activation_checkpointing:
-        raise ValueError(GRADIENT_CHECKPOINTING_MESSAGE)
-    config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=int(method_config["num_virtual_tokens"]))
+        raise ValueError(SPEC.no_checkpointing)
+    config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=options.num_virtual_tokens)
     return wrap(model, config)

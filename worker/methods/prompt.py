@@ -9,25 +9,23 @@ tokenizer. Works with gradient checkpointing.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from peft import PromptTuningConfig, PromptTuningInit
 from transformers import PreTrainedModel
 
+from app.methods.prompt import PromptOptions
+
 from worker.methods.lora import save, wrap  # noqa: F401 - the same PEFT folder as LoRA
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
-    from_text = method_config["init"] == "text"
-    if from_text and not (method_config.get("init_text") or "").strip():
-        raise ValueError("init_text is required when init is 'text'")
+def build(model: PreTrainedModel, options: PromptOptions) -> torch.nn.Module:
+    """The options model has checked that a text init has its text."""
+    from_text = options.init == "text"
     config = PromptTuningConfig(
         task_type="CAUSAL_LM",
-        num_virtual_tokens=int(method_config["num_virtual_tokens"]),
+        num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
-        prompt_tuning_init_text=method_config["init_text"] if from_text else None,
+        prompt_tuning_init_text=options.init_text if from_text else None,
         # The model was loaded from the base folder, so this is where its tokenizer is.
         tokenizer_name_or_path=model.name_or_path,
     )

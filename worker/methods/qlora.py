@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
+from app.methods import parse_options
+from app.methods.qlora import QloraOptions
 from worker.methods import lora
 from worker.methods.lora import merge, save  # noqa: F401 - the same PEFT folder and merge as LoRA
 
@@ -38,20 +40,22 @@ COMPUTE_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def quantization_config(method_config: Mapping[str, Any]) -> BitsAndBytesConfig:
-    """The 4-bit settings of a QLoRA job; loading a base with them reproduces the training-time model."""
-    compute_dtype = str(method_config.get("compute_dtype", "float32"))
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"unknown compute_dtype {compute_dtype!r} (known: {', '.join(COMPUTE_DTYPES)})")
+def quantization_config(method_config: QloraOptions | Mapping[str, Any]) -> BitsAndBytesConfig:
+    """The 4-bit settings of a QLoRA job; loading a base with them reproduces the training-time model.
+
+    Takes the options as recorded in a download's `tunedeck_training.json` too: they are
+    validated by the same options model the job was (`app.methods.qlora`)."""
+    options = parse_options("qlora", method_config)  # type: ignore[arg-type]
+    assert isinstance(options, QloraOptions)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=str(method_config.get("quant_type", "nf4")),
-        bnb_4bit_use_double_quant=bool(method_config.get("double_quant", True)),
-        bnb_4bit_compute_dtype=COMPUTE_DTYPES[compute_dtype],
+        bnb_4bit_quant_type=options.quant_type,
+        bnb_4bit_use_double_quant=options.double_quant,
+        bnb_4bit_compute_dtype=COMPUTE_DTYPES[options.compute_dtype],
     )
 
 
-def load_quantized(model_path: str, method_config: Mapping[str, Any]) -> PreTrainedModel:
+def load_quantized(model_path: str, method_config: QloraOptions | Mapping[str, Any]) -> PreTrainedModel:
     """The base with its decoder linears in 4 bits, the rest float32, on the training device."""
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     try:
@@ -89,7 +93,7 @@ def without_cpu_packed_inference(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]) -> PreTrainedModel:
+def load(model_path: str, hyperparameters: Any, method_config: QloraOptions) -> PreTrainedModel:
     """Quantise at load, then prepare for k-bit training (gradient checkpointing if the job asks)."""
     from peft import prepare_model_for_kbit_training
 
@@ -109,7 +113,7 @@ def load(model_path: str, hyperparameters: Any, method_config: Mapping[str, Any]
     return model
 
 
-def build(model: PreTrainedModel, method_config: Mapping[str, Any]) -> torch.nn.Module:
+def build(model: PreTrainedModel, method_config: QloraOptions) -> torch.nn.Module:
     """LoRA on the quantised base; the LoRA weights themselves stay float32."""
     if not getattr(model, "is_loaded_in_4bit", False):
         raise ValueError("QLoRA needs a base loaded in 4 bits (qlora.load); got a full-precision model")

@@ -1,68 +1,50 @@
 """The job spec the worker hands to the training subprocess, as a JSON file.
 
-The API has already validated the user's config strictly; here we only read
-what training needs and ignore anything else, so that the API can add fields
-(names, notes, plan ids) without a lock-step change to the trainer. Paths are
-absolute and resolved by the worker from database ids, never typed by users.
+The API has already validated the user's config strictly; the trainer parses
+it with the same models (so the same defaults), ignoring top-level fields it
+does not need (names, notes, plan ids). Paths are absolute and resolved by
+the worker from database ids, never typed by users.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, model_validator
 
-
-class TrainHyperparameters(BaseModel):
-    """Method-independent knobs; defaults match the API's so a sparse spec still runs."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    max_steps: int | None = Field(None, ge=1)
-    epochs: float | None = Field(None, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    seq_len: int = Field(256, ge=2)
-    gradient_accumulation: int = Field(1, ge=1)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = 42
-    log_every: int = Field(1, ge=1)
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = Field(50, ge=0)  # 0: none (a cancel still saves one)
-    keep_checkpoints: int = Field(3, ge=1)
-    eval_fraction: float | None = Field(None, gt=0, lt=1)
-    eval_count: int | None = Field(None, ge=1)
-    eval_every: int = Field(0, ge=0)  # 0: only at the end, when rows are held out
-    sample_every: int = Field(0, ge=0)  # 0: no samples
-
-    @model_validator(mode="after")
-    def _exactly_one_length(self) -> "TrainHyperparameters":
-        if (self.max_steps is None) == (self.epochs is None):
-            raise ValueError("exactly one of max_steps and epochs must be set")
-        if self.eval_fraction is not None and self.eval_count is not None:
-            raise ValueError("give either eval_fraction or eval_count, not both")
-        return self
-
-    def total_steps(self, rows: int) -> int:
-        """Optimizer steps to run; an epoch count is rounded up so the last rows are seen."""
-        if self.max_steps is not None:
-            return self.max_steps
-        assert self.epochs is not None
-        per_step = self.batch_size * self.gradient_accumulation
-        return max(1, math.ceil(self.epochs * rows / per_step))
+from app.methods import MethodOptions, parse_options
+from app.schemas.hyperparameters import Hyperparameters, hyperparameters_for
 
 
 class JobConfig(BaseModel):
+    """The job's config as the API stored it, parsed with the API's own models.
+
+    Why the same models: the hyperparameters and the method's options get their
+    defaults and bounds in one place (`app.schemas.hyperparameters`,
+    `app.methods`), so the trainer runs exactly what the user was shown; a
+    sparse spec (a test, an older row) gets the same defaults the API would give.
+    """
+
     model_config = ConfigDict(extra="ignore")
 
     model: str
     dataset: str
     method: str
-    hyperparameters: TrainHyperparameters
-    # Parsed by the method module itself: only it knows its options.
-    method_config: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: SerializeAsAny[Hyperparameters]
+    method_config: SerializeAsAny[MethodOptions]  # the method's own options model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_models(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("method"), str):
+            return data
+        method, hyperparameters = data["method"], data.get("hyperparameters") or {}
+        if isinstance(hyperparameters, dict) and (hyperparameters.get("max_steps") is None) == (
+                hyperparameters.get("epochs") is None):
+            # The API always stores the run length it resolved: a spec without exactly one is not the API's.
+            raise ValueError("exactly one of max_steps and epochs must be set")
+        return {**data, "hyperparameters": hyperparameters_for(method).model_validate(hyperparameters),
+                "method_config": parse_options(method, data.get("method_config"))}
 
 
 class TrainSpec(BaseModel):
