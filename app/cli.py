@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Commands whose code is the worker's (torch, transformers): this process hands them to worker.cli.
+WORKER_COMMANDS = ("init-demo", "generate")
 
 
 def migrate() -> None:
@@ -25,16 +27,14 @@ def migrate() -> None:
     ensure_demo_dataset()
 
 
-def init_demo_model() -> None:
-    from app.storage import models_dir
-    from worker.demo_model import ensure_demo_model
-
-    ensure_demo_model(models_dir())
-
-
 def api_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "app.main:app", "--host", host, "--port", str(port),
             "--log-level", "warning", "--timeout-graceful-shutdown", "3"]
+
+
+def worker_cli_command(argv: list[str]) -> list[str]:
+    """The commands that load torch (WORKER_COMMANDS) run as `python -m worker.cli`, with the same arguments."""
+    return [sys.executable, "-m", "worker.cli", *argv]
 
 
 def worker_command(queues: str, name: str = "tunedeck@%h") -> list[str]:
@@ -155,17 +155,8 @@ def accounts(args: argparse.Namespace) -> int:
             return 1
 
 
-def generate(args: argparse.Namespace) -> int:
-    from worker.generate import generate_text
-
-    text = generate_text(args.adapter, args.base, args.prompt, args.max_new_tokens)
-    print(text)
-    if not text.strip():
-        print("(the model ended the sequence at once: it produced no text)", file=sys.stderr)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every `tunedeck` command and its flags (worker.cli parses its own two with this too)."""
     parser = argparse.ArgumentParser(prog="tunedeck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run Redis, the API and a worker on this machine")
@@ -189,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--base", help="base model folder or hub id (default: from the adapter)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=32)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from app.settings import get_settings
@@ -207,11 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in {"create-user", "create-token"}:
         return accounts(args)
-    if args.command == "init-demo":
-        init_demo_model()
-        return 0
-    if args.command == "generate":
-        return generate(args)
+    if args.command in WORKER_COMMANDS:
+        os.execv(sys.executable, worker_cli_command(sys.argv[1:] if argv is None else argv))
     return 2
 
 

@@ -1,0 +1,46 @@
+"""The `tunedeck` commands whose code is the worker's: `init-demo` and `generate` (torch, transformers).
+
+`tunedeck` (app.cli) parses every command; these two it hands to this module
+(`python -m worker.cli <the same arguments>`), since app/ imports nothing
+from worker/. Same parser, same flags, same output.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.cli import WORKER_COMMANDS, build_parser
+
+
+def init_demo_model() -> None:
+    from app.storage import models_dir
+    from worker.demo_model import ensure_demo_model
+
+    ensure_demo_model(models_dir())
+
+
+def generate(args: argparse.Namespace) -> int:
+    from worker.generate import generate_text
+
+    text = generate_text(args.adapter, args.base, args.prompt, args.max_new_tokens)
+    print(text)
+    if not text.strip():
+        print("(the model ended the sequence at once: it produced no text)", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command not in WORKER_COMMANDS:
+        print(f"worker.cli runs {', '.join(WORKER_COMMANDS)}; use `tunedeck {args.command}`", file=sys.stderr)
+        return 2
+    if args.command == "init-demo":
+        init_demo_model()
+        return 0
+    return generate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
