@@ -28,4 +28,5 @@ def check(options: AdaptersOptions, arch: Architecture) -> None:
 SPEC = MethodSpec(
     name="adapters", label="Bottleneck adapters", options=AdaptersOptions, check=check,
     trains="small bottleneck modules after attention and/or the FFN", artifact="bottleneck",
+    bottleneck=True,
 )

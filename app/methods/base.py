@@ -90,7 +90,11 @@ class MethodSpec:
     optimizers: tuple[str, ...] = ("adamw", "adamw_8bit", "sgd", "adafactor")
     default_optimizer: str = "adamw"
     trains_base: bool = False  # every base weight trains (full, GaLore)
+    low_rank_gradients: bool = False  # its optimiser projects the targets' gradients (GaLore)
+    trains_last_layers: bool = False  # the last `trainable_layers` of the base train (freeze)
     lora: bool = False  # low-rank adapters beside `target_modules` (LoRA, DoRA, QLoRA)
+    magnitude: bool = False  # a trainable magnitude per output channel of each target (DoRA)
+    bottleneck: bool = False  # bottleneck modules inside each layer (`reduction_factor`, `config`)
     peft: bool = False  # a peft model: adapter weights, gradients and states stay fp32
     quantized_base: bool = False  # the frozen base is 4-bit (QLoRA)
     virtual_tokens: Literal["prefix", "prompt"] | None = None  # where its virtual tokens go

@@ -11,5 +11,5 @@ class DoraOptions(LoraOptions):
     """LoRA's options; peft's `use_dora=True` adds a trainable magnitude per output channel."""
 
 
-SPEC = replace(LORA, name="dora", label="DoRA", options=DoraOptions,
+SPEC = replace(LORA, name="dora", label="DoRA", options=DoraOptions, magnitude=True,
                trains="low-rank adapters and a magnitude per output channel of each target")

@@ -23,5 +23,5 @@ def check(options: FreezeOptions, arch: Architecture) -> None:
 SPEC = MethodSpec(
     name="freeze", label="Freeze (train the last layers)", options=FreezeOptions, check=check,
     trains="the last decoder layers (and optionally the head and embeddings)", artifact="model",
-    learning_rate=FULL_LR,
+    learning_rate=FULL_LR, trains_last_layers=True,
 )

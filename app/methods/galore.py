@@ -42,5 +42,5 @@ SPEC = MethodSpec(
     name="galore", label="GaLore", options=GaloreOptions, check=check,
     trains="every weight, with low-rank projected gradients", artifact="model", learning_rate=FULL_LR,
     # Its own GaLoreAdamW: AdamW whose states for the targets live in the projected space.
-    trains_base=True, optimizers=("adamw",), requires=("galore_torch",),
+    trains_base=True, low_rank_gradients=True, optimizers=("adamw",), requires=("galore_torch",),
 )

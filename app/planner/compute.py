@@ -75,10 +75,10 @@ def _layer_flops(arch: Architecture, plan: LayerPlan, tokens: int, s_q: int, s_k
 def flops_per_micro_batch(arch: Architecture, setup: TrainingSetup) -> float:
     """Forward + backward FLOPs of one micro-batch (recomputation included)."""
     b, s, p = setup.batch_size, setup.seq_len, setup.virtual_tokens
-    s_q = s + p if setup.method == "prompt" else s
-    s_k = s_q + (p if setup.method == "prefix" else 0)
+    s_q = s + p if setup.spec.virtual_tokens == "prompt" else s
+    s_k = s_q + (p if setup.spec.virtual_tokens == "prefix" else 0)
     tokens = b * s_q
-    grad = embedding_trains(arch, setup) or setup.method == "prompt"
+    grad = embedding_trains(arch, setup) or setup.spec.virtual_tokens == "prompt"
     total = 0.0
     for plan in layer_plans(arch, setup):
         fwd, bwd, again, out = _layer_flops(arch, plan, tokens, s_q, s_k, b, grad)

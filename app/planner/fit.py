@@ -67,7 +67,8 @@ def largest_micro_batch(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, 
 def make_it_fit(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, runtime: Runtime) -> FitResult:
     """Keep batch_size × gradient_accumulation (sequences per step); choose the split and checkpointing."""
     target = setup.batch_size * setup.gradient_accumulation
-    choices = [False, True] if setup.method != "prefix" else [False]  # prefix cannot checkpoint
+    can_checkpoint = setup.spec.checkpointing  # prefix tuning cannot
+    choices = [False, True] if can_checkpoint else [False]
     best: FitResult | None = None
     for gc in choices:
         trial = dataclasses.replace(setup, gradient_checkpointing=gc)
@@ -85,8 +86,8 @@ def make_it_fit(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, runtime:
     if best is not None:
         return best
     peak = _peak(arch, dataclasses.replace(setup, batch_size=1, gradient_accumulation=target,
-                                           gradient_checkpointing=setup.method != "prefix"), runtime)
-    return FitResult(False, 1, target, setup.method != "prefix", 0, peak, 0.0, 0.0,
+                                           gradient_checkpointing=can_checkpoint), runtime)
+    return FitResult(False, 1, target, can_checkpoint, 0, peak, 0.0, 0.0,
                      reason=f"{setup.method} needs {peak / 2**30:.1f} GiB at micro-batch 1 with checkpointing; "
                             f"{gpu.name} has {gpu.memory_bytes / 2**30:.1f} GiB "
                             "(try qlora, a shorter seq_len or a larger GPU)")

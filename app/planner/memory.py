@@ -18,7 +18,6 @@ from app.planner.optimizer_memory import optimizer_memory
 from app.planner.params import count_params, lora_targets, nf4_bytes_per_param, trainable_tensors
 from app.planner.setup import TrainingSetup
 
-PEFT = frozenset({"lora", "dora", "qlora", "prefix", "prompt"})  # peft keeps these adapters in fp32
 IDS = 8  # int64 token ids
 # Backward temporaries of one decoder layer, per token, in units of (linear bytes × width): residual
 # and projection gradients (h-wide) and the MLP's f-wide ones at their widest. Least-squares fits to
@@ -47,7 +46,7 @@ class MemoryEstimate:
 
 def numerics(setup: TrainingSetup) -> Numerics:
     """Dtypes of what a layer makes under this precision (QLoRA: fp32 outside its 4-bit linears)."""
-    if setup.method == "qlora":
+    if setup.spec.quantized_base:
         bf16 = setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"}
         low = 2 if bf16 else 4
         return Numerics(linear=4, attn=low, resid=4, head=low, lora_in=low, lora_cast=False,
@@ -65,37 +64,37 @@ def param_bytes(setup: TrainingSetup) -> int:
 
 def layer_plans(arch: Architecture, setup: TrainingSetup) -> list[LayerPlan]:
     opts, L = setup.options_dict, arch.num_layers
-    if setup.method in {"full", "galore"}:
+    if setup.spec.trains_base:
         return [LayerPlan(base_trainable=True)] * L
-    if setup.method == "freeze":
+    if setup.spec.trains_last_layers:
         k = int(opts["trainable_layers"])
         return [LayerPlan(base_trainable=i >= L - k) for i in range(L)]
-    if setup.method in {"lora", "dora", "qlora"}:
+    if setup.spec.lora:
         plan = LayerPlan(targets=lora_targets(arch, setup.lora_targets), r=int(opts["r"]),
-                         dropout=float(opts["dropout"]) > 0, dora=setup.method == "dora")
+                         dropout=float(opts["dropout"]) > 0, dora=setup.spec.magnitude)
         return [plan] * L
-    if setup.method == "adapters":
+    if setup.spec.bottleneck:
         m = arch.hidden_size // int(opts["reduction_factor"])
         return [LayerPlan(adapter=m, houlsby=opts["config"] == "houlsby")] * L
-    if setup.method == "prefix":
+    if setup.spec.virtual_tokens == "prefix":
         return [LayerPlan(prefix=setup.virtual_tokens)] * L
     return [LayerPlan()] * L
 
 
 def embedding_trains(arch: Architecture, setup: TrainingSetup) -> bool:
     opts = setup.options_dict
-    if setup.method in {"full", "galore"}:
+    if setup.spec.trains_base:
         return True
-    if setup.method == "freeze":
+    if setup.spec.trains_last_layers:
         return bool(opts["train_embeddings"] or (arch.tie_embeddings and opts["train_lm_head"]))
     return False
 
 
 def head_trains(arch: Architecture, setup: TrainingSetup) -> bool:
-    if setup.method == "freeze":
+    if setup.spec.trains_last_layers:
         opts = setup.options_dict
         return bool(opts["train_lm_head"] or (arch.tie_embeddings and opts["train_embeddings"]))
-    return setup.method in {"full", "galore"}
+    return setup.spec.trains_base
 
 
 def _weights(arch: Architecture, setup: TrainingSetup) -> tuple[int, int, int]:
@@ -104,12 +103,12 @@ def _weights(arch: Architecture, setup: TrainingSetup) -> tuple[int, int, int]:
     pb = param_bytes(setup)
     trainable = trainable_tensors(arch, setup)
     n_t = sum(t.total for t in trainable)
-    if setup.method == "qlora":
+    if setup.spec.quantized_base:
         nf4 = nf4_bytes_per_param(setup.options_dict["quant_type"], setup.options_dict["double_quant"])
         frozen = int(counts.linear * nf4) + FP32 * (counts.total - counts.linear)
         return frozen, FP32 * n_t, FP32
-    t_bytes = FP32 if setup.method in PEFT else pb
-    if setup.method in {"full", "galore", "freeze"}:
+    t_bytes = FP32 if setup.spec.peft else pb
+    if (setup.spec.trains_base or setup.spec.trains_last_layers):
         return pb * (counts.total - n_t), pb * n_t, pb
     return pb * counts.total, t_bytes * n_t, t_bytes
 
@@ -127,7 +126,7 @@ class _Forward:
 
 def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: list[LayerPlan], tokens: int) -> _Forward:
     s_eff = tokens // setup.batch_size
-    grad = embedding_trains(arch, setup) or setup.method == "prompt"
+    grad = embedding_trains(arch, setup) or setup.spec.virtual_tokens == "prompt"
     layer, kept, flows = [], [], []
     cache: dict[tuple[int, bool], tuple[Saved, bool]] = {}
     for plan in plans:
@@ -161,12 +160,12 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     n_t = sum(t.total for t in trainable)
     grads = t_bytes * n_t
     galore = {t.name: int(setup.options_dict["rank"]) for t in trainable
-              if setup.method == "galore" and t.name in setup.galore_targets}
+              if t.name in setup.galore_targets}
     opt = optimizer_memory(setup.optimizer, trainable, t_bytes, galore)
     accumulating = setup.gradient_accumulation > 1  # gradients then live through the whole step
 
     b, s = setup.batch_size, setup.seq_len
-    tokens = b * (s + setup.virtual_tokens if setup.method == "prompt" else s)
+    tokens = b * (s + setup.virtual_tokens if setup.spec.virtual_tokens == "prompt" else s)
     V, h = arch.vocab_size, arch.hidden_size
     fwd = _forward(arch, setup, num, plans, tokens)
     acts = sum(fwd.kept) + fwd.head
@@ -187,7 +186,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         "optimizer": {**base, "gradients": grads, "optimizer": opt.states + opt.step_temporaries,
                       "activations": 0, "logits": 0},
     }
-    if setup.method == "dora":
+    if setup.spec.magnitude:
         parts["forward_weights"] = {**base, "activations": acts + _dora_transient(arch, setup), "logits": 0}
     if embedding_trains(arch, setup):
         # The embedding's gradient arrives last. Tied to the output layer, it is added to the gradient the
@@ -244,23 +243,23 @@ def _backward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: li
 
 def _dora_transient(arch: Architecture, setup: TrainingSetup) -> float:
     """DoRA's forward builds W + B·A in fp32 for its column norm (ESTIMATOR.md F4): ~3 fp32 copies of a weight."""
-    if setup.method != "dora":
+    if not setup.spec.magnitude:
         return 0.0
     return 3.0 * FP32 * max(d_in * d_out for d_in, d_out in lora_targets(arch, setup.lora_targets).values())
 
 
 def final_norm_trains(setup: TrainingSetup) -> bool:
-    return setup.method in {"full", "galore", "freeze"}
+    return (setup.spec.trains_base or setup.spec.trains_last_layers)
 
 
 def _layer_grad_bytes(arch: Architecture, setup: TrainingSetup, t_bytes: int, plans: list[LayerPlan]) -> list[float]:
     """Gradient bytes each decoder layer produces during the backward."""
     trainable = trainable_tensors(arch, setup)
     per_layer_total = sum(t.total for t in trainable if t.count % arch.num_layers == 0 and t.count >= arch.num_layers)
-    if setup.method == "freeze":
+    if setup.spec.trains_last_layers:
         n_layer = sum(t.total for t in trainable if t.name not in {"final_norm", "embed_tokens", "lm_head"})
         k = sum(1 for plan in plans if plan.base_trainable)
         return [t_bytes * n_layer / k if plan.base_trainable else 0 for plan in plans]
-    if setup.method in {"prefix", "prompt"}:
+    if setup.spec.virtual_tokens is not None:
         return [0.0] * len(plans)
     return [t_bytes * per_layer_total / arch.num_layers] * len(plans)

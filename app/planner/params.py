@@ -95,10 +95,10 @@ def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSp
     """What the method trains, as tensors (adapters are new tensors; full/freeze/galore train base ones).
 
     The options were checked against `arch` first (`app.methods.check_against`)."""
-    spec, method, opts, L, h = setup.spec, setup.method, setup.options_dict, arch.num_layers, arch.hidden_size
+    spec, opts, L, h = setup.spec, setup.options_dict, arch.num_layers, arch.hidden_size
     if spec.trains_base:
         return base_tensors(arch)
-    if method == "freeze":
+    if spec.trains_last_layers:
         k = int(opts["trainable_layers"])
         tensors = [TensorSpec(t.name, t.shape, t.count * k) for t in layer_tensors(arch)]
         tensors.append(TensorSpec("final_norm", (h,)))
@@ -117,10 +117,10 @@ def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSp
         tensors = []
         for name, (d_in, d_out) in lora_targets(arch, setup.lora_targets).items():
             tensors += [TensorSpec(f"{name}.lora_A", (r, d_in), L), TensorSpec(f"{name}.lora_B", (d_out, r), L)]
-            if method == "dora":
+            if spec.magnitude:
                 tensors.append(TensorSpec(f"{name}.magnitude", (d_out,), L))
         return tensors
-    if method == "adapters":
+    if spec.bottleneck:
         m = h // int(opts["reduction_factor"])
         per_layer = 2 if opts["config"] == "houlsby" else 1
         n = L * per_layer

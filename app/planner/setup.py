@@ -76,6 +76,6 @@ class TrainingSetup:
     @property
     def galore_targets(self) -> list[str]:
         """The matrices whose gradients are projected (GaLore trains the base with its own optimiser)."""
-        if not (self.spec.trains_base and "target_modules" in self.options_dict):
+        if not self.spec.low_rank_gradients:
             return []
         return resolve_targets(self.options_dict["target_modules"])
