@@ -8,8 +8,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.schemas.methods import METHOD_LABELS, METHOD_OPTIONS
-from tests.browser import TIMEOUT_MS, fill_job_form
+from app.methods import METHOD_LABELS, METHOD_OPTIONS
+from tests.helpers.browser import TIMEOUT_MS, fill_job_form
 
 pytestmark = pytest.mark.browser
 

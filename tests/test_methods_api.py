@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.schemas.methods import METHODS
-from tests.artifact_probe import probe_in_fresh_process
-from tests.conftest import job_body, read_events
+from app.methods import METHODS
+from tests.helpers.artifact_probe import probe_in_fresh_process
+from tests.helpers.api import job_body, read_events
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,10 @@ from app.db import make_engine
 from app.models import PlanRecord, User
 from app.planner.db_catalog import seed_catalogs
 from app.planner.service import dataset_file_tokens
-from app.schemas.methods import METHODS
-from tests.test_planner_architecture import DEMO
+from app.methods import METHODS
+from tests.helpers.demo_config import DEMO
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
