@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.helpers.assets import shared_assets
+from tests.helpers.local_api import LocalApi, local_api
 from tests.helpers.stack import Stack, running_stack
 
 # `browser` and `page` (headless Chromium, logged in) for the page tests; `postgres_database`.
@@ -31,3 +32,12 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def client(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApi]:
+    """The real app in-process on a migrated SQLite database of its own, as the seeded admin; no Redis,
+    no worker, no server: for refusals and validation, which never reach them. One per test module."""
+    demo_model, _ = shared_assets(tmp_path_factory)
+    with local_api(tmp_path_factory.mktemp("api"), demo_model) as local:
+        yield local

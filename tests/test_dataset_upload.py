@@ -7,8 +7,15 @@ import httpx
 import pytest
 
 from tests.helpers.api import dataset_files
+from tests.helpers.local_api import LocalApi
 
-pytestmark = pytest.mark.integration
+# The app in-process with no worker and no Redis: uploads are validated and stored by the API alone.
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def client(api: LocalApi) -> httpx.Client:
+    return api.client
 
 
 def _upload(client: httpx.Client, name: str, content: bytes, content_type: str = "application/octet-stream") -> httpx.Response:
@@ -43,12 +50,12 @@ def test_chat_messages_and_text_rows_are_accepted(client: httpx.Client) -> None:
     assert _upload(client, "text.jsonl", (text + "\n") * 3).json()["format"] == "text"
 
 
-def test_bad_json_and_a_missing_field_are_reported_by_line_and_nothing_is_stored(stack, client: httpx.Client) -> None:
+def test_bad_json_and_a_missing_field_are_reported_by_line_and_nothing_is_stored(api: LocalApi, client: httpx.Client) -> None:
     lines = [_alpaca(i) for i in range(15)]
     lines[6] = '{"instruction": "broken", "output": '  # line 7
     lines[11] = json.dumps({"instruction": "no output here"})  # line 12
     before_rows = client.get("/api/v1/datasets").json()["count"]
-    before_files = dataset_files(stack.data_dir)
+    before_files = dataset_files(api.data_dir)
     response = _upload(client, "broken.jsonl", ("\n".join(lines) + "\n").encode())
     assert response.status_code == 422
     detail = response.json()["detail"]
@@ -56,25 +63,25 @@ def test_bad_json_and_a_missing_field_are_reported_by_line_and_nothing_is_stored
     assert "invalid JSON" in detail[0]["error"]
     assert "output" in detail[1]["error"]
     assert client.get("/api/v1/datasets").json()["count"] == before_rows
-    assert dataset_files(stack.data_dir) == before_files
+    assert dataset_files(api.data_dir) == before_files
 
 
-def test_an_empty_file_is_refused(stack, client: httpx.Client) -> None:
-    before_files = dataset_files(stack.data_dir)
+def test_an_empty_file_is_refused(api: LocalApi, client: httpx.Client) -> None:
+    before_files = dataset_files(api.data_dir)
     response = _upload(client, "empty.jsonl", b"")
     assert response.status_code == 422
     assert response.json()["detail"] == [{"line": 1, "error": "the file is empty: no rows to train on"}]
-    assert dataset_files(stack.data_dir) == before_files
+    assert dataset_files(api.data_dir) == before_files
 
 
-def test_a_non_utf8_file_names_the_line_with_the_bad_byte(stack, client: httpx.Client) -> None:
-    before_files = dataset_files(stack.data_dir)
+def test_a_non_utf8_file_names_the_line_with_the_bad_byte(api: LocalApi, client: httpx.Client) -> None:
+    before_files = dataset_files(api.data_dir)
     content = (_alpaca(1) + "\n" + _alpaca(2) + "\n").encode() + b'{"text": "caf\xe9"}\n'
     response = _upload(client, "latin1.jsonl", content)
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail[0]["line"] == 3 and "UTF-8" in detail[0]["error"]
-    assert dataset_files(stack.data_dir) == before_files
+    assert dataset_files(api.data_dir) == before_files
 
 
 def test_a_row_of_another_format_than_the_first_is_an_error_on_that_line(client: httpx.Client) -> None:
@@ -95,11 +102,11 @@ def test_a_file_that_is_neither_jsonl_nor_csv_is_refused(client: httpx.Client) -
     assert response.status_code == 422
 
 
-def test_a_hostile_file_name_never_becomes_a_path(stack, client: httpx.Client) -> None:
+def test_a_hostile_file_name_never_becomes_a_path(api: LocalApi, client: httpx.Client) -> None:
     content = (_alpaca(1) + "\n").encode()
     response = _upload(client, "../../etc/evil.jsonl", content)
     assert response.status_code == 201
     assert response.json()["name"] == "evil.jsonl"
-    assert not (stack.data_dir.parent / "etc").exists()
-    stored = dataset_files(stack.data_dir)
+    assert not (api.data_dir.parent / "etc").exists()
+    stored = dataset_files(api.data_dir)
     assert f"{response.json()['id']}.jsonl" in stored

@@ -5,8 +5,15 @@ import httpx
 import pytest
 
 from tests.helpers.api import job_body
+from tests.helpers.local_api import LocalApi
 
-pytestmark = pytest.mark.integration
+# The app in-process with no worker and no Redis: every check here is answered before anything is queued.
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def client(api: LocalApi) -> httpx.Client:
+    return api.client
 
 
 def _locs(response: httpx.Response) -> list[list]:
