@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
-from app.api.routes.events import SSE_HEADERS, resume_point
+from app.events.frames import SSE_HEADERS, resume_point
 from app.catalog.models import list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events

@@ -7,18 +7,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import StreamJobDep
+from app.events.frames import SSE_HEADERS, resume_point
 from app.events.sse import job_events, json_frames
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def resume_point(last_event_id: str | None, after: int | None) -> int:
-    """`Last-Event-ID` (sent by browsers on reconnect) wins over the `after` query parameter."""
-    if last_event_id and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
-    return after or 0
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
