@@ -23,58 +23,38 @@ def comparison_ms(repeats: int = 20) -> tuple[float, float, float, int]:
     import tempfile
     from pathlib import Path
 
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-    from sqlmodel import Session, SQLModel
+    from sqlmodel import Session
 
-    from app.api.deps import get_current_user, get_session
     from app.api.routes.plan import router
-    from app.db import make_engine
-    from app.models import User
-    from app.planner.db_catalog import DbCatalog, seed_catalogs
+    from app.planner.db_catalog import DbCatalog
     from app.planner.service import plan
     from app.schemas.plan import PlanRequest
+    from tests.helpers.router_app import router_app
 
     body = {"model": "llama-3.1-70b", "seq_len": 4096, "batch_size": 4, "gradient_accumulation": 8,
             "gradient_checkpointing": True, "dataset_tokens": 50_000_000, "epochs": 3}
-    engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        seed_catalogs(session)
-        user = User(email="bench@example.com", password_hash="x")
-        session.add(user)
-        session.commit()
-        session.refresh(user)
-    request = PlanRequest.model_validate(body)
-    with Session(engine) as session:
-        catalog = DbCatalog(session)
-    plan(request, catalog, lambda *_: None)  # warm the caches
-    server, estimator = [], []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        with Session(engine) as session:
-            fresh = DbCatalog(session)
-        mid = time.perf_counter()
-        answer = plan(PlanRequest.model_validate(body), fresh, lambda *_: None)
-        done = time.perf_counter()
-        server.append(1000 * (done - started))
-        estimator.append(1000 * (done - mid))
-
-    def session_dep():  # type: ignore[no-untyped-def]
-        with Session(engine) as s:
-            yield s
-
-    app = FastAPI()
-    app.include_router(router, prefix="/api/v1")
-    app.dependency_overrides[get_session] = session_dep
-    app.dependency_overrides[get_current_user] = lambda: user
-    client = TestClient(app)
-    client.post("/api/v1/plan", json=body)
-    total = []
-    for index in range(repeats):
-        started = time.perf_counter()
-        assert client.post("/api/v1/plan", json={**body, "epochs": 3 + index}).status_code == 200  # stored anew
-        total.append(1000 * (time.perf_counter() - started))
+    with router_app(Path(tempfile.mkdtemp()), api=(router,), email="bench@example.com") as app:
+        request = PlanRequest.model_validate(body)
+        with Session(app.engine) as session:
+            catalog = DbCatalog(session)
+        plan(request, catalog, lambda *_: None)  # warm the caches
+        server, estimator = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            with Session(app.engine) as session:
+                fresh = DbCatalog(session)
+            mid = time.perf_counter()
+            answer = plan(PlanRequest.model_validate(body), fresh, lambda *_: None)
+            done = time.perf_counter()
+            server.append(1000 * (done - started))
+            estimator.append(1000 * (done - mid))
+        app.client.post("/api/v1/plan", json=body)
+        total = []
+        for index in range(repeats):
+            started = time.perf_counter()
+            response = app.client.post("/api/v1/plan", json={**body, "epochs": 3 + index})  # stored anew
+            assert response.status_code == 200
+            total.append(1000 * (time.perf_counter() - started))
     return (statistics.median(server), statistics.median(estimator), statistics.median(total),
             len(answer["estimates"][0]["gpus"]))
 

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlmodel import Session, SQLModel
-from starlette.middleware.sessions import SessionMiddleware
 
-from app.api.deps import get_current_user, get_session
 from app.api.routes import jobs, plan
-from app.db import make_engine
 from app.methods import REGISTRY
-from app.models import User
-from app.planner.db_catalog import seed_catalogs
-from app.settings import get_settings
 from app.web import pages, plan_pages
+from tests.helpers.router_app import router_app
 
 pytestmark = pytest.mark.unit
 
@@ -30,35 +22,9 @@ SHAPE = ("seq_len", "batch_size", "gradient_accumulation")  # what both a job an
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    data_dir: Path = tmp_path_factory.mktemp("defaults")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNEDECK_DATA_DIR", str(data_dir))
-    get_settings.cache_clear()
-    engine = make_engine(f"sqlite:///{data_dir / 'defaults.db'}")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        seed_catalogs(session)
-        user = User(email="defaults@example.com", password_hash="x")
-        session.add(user)
-        session.commit()
-        session.refresh(user)
-
-    def session_dep() -> Iterator[Session]:
-        with Session(engine) as session:
-            yield session
-
-    app = FastAPI()
-    for router in (jobs.router, plan.router):
-        app.include_router(router, prefix="/api/v1")
-    app.include_router(pages.router)
-    app.include_router(plan_pages.router)
-    app.add_middleware(SessionMiddleware, secret_key="defaults-test")  # the pages' CSRF token lives there
-    app.dependency_overrides[get_session] = session_dep
-    app.dependency_overrides[get_current_user] = lambda: user
-    with TestClient(app) as c:
-        yield c
-    mp.undo()
-    get_settings.cache_clear()
+    with router_app(tmp_path_factory.mktemp("defaults"), api=(jobs.router, plan.router),
+                    pages=(pages.router, plan_pages.router)) as app:
+        yield app.client
 
 
 def _inputs(html: str) -> dict[str, str]:

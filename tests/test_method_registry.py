@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
-from sqlmodel import Session, SQLModel, func, select
+from sqlmodel import Session, func, select
 
-from app.api.deps import get_current_user, get_session
-from app.api.errors import validation_handler
 from app.api.routes import jobs, plan
-from app.db import make_engine
-from app.methods import METHODS, REGISTRY
-from app.models import Dataset, Job, User
-from app.planner.db_catalog import seed_catalogs
-from app.settings import get_settings
+from app.methods import REGISTRY
+from app.models import Dataset, Job
 from tests.helpers.demo_config import DEMO
 from tests.helpers.method_cases import BAD_OPTIONS, BadOptions
+from tests.helpers.router_app import router_app
 
 pytestmark = pytest.mark.unit
 
@@ -40,35 +33,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     folder = data_dir / "models" / MODEL
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(DEMO), encoding="utf-8")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNEDECK_DATA_DIR", str(data_dir))
-    get_settings.cache_clear()
-    engine = make_engine(f"sqlite:///{data_dir / 'registry.db'}")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        seed_catalogs(session)
-        user = User(email="registry@example.com", password_hash="x")
-        session.add(user)
-        session.add(Dataset(id="rows", owner_id=None, name="rows", format="alpaca", rows=100, size_bytes=1,
-                            path="datasets/rows.jsonl"))
-        session.commit()
-        session.refresh(user)
-
-    def session_dep() -> Iterator[Session]:
-        with Session(engine) as session:
-            yield session
-
-    app = FastAPI()
-    app.add_exception_handler(RequestValidationError, validation_handler(frozenset(METHODS)))
-    app.include_router(jobs.router, prefix="/api/v1")
-    app.include_router(plan.router, prefix="/api/v1")
-    app.dependency_overrides[get_session] = session_dep
-    app.dependency_overrides[get_current_user] = lambda: user
-    app.state.engine = engine
-    with TestClient(app) as c:
-        yield c
-    mp.undo()
-    get_settings.cache_clear()
+    with router_app(data_dir, api=(jobs.router, plan.router)) as app:
+        with Session(app.engine) as session:
+            session.add(Dataset(id="rows", owner_id=None, name="rows", format="alpaca", rows=100, size_bytes=1,
+                                path="datasets/rows.jsonl"))
+            session.commit()
+        yield app.client
 
 
 def _refusal(response: Any, method: str) -> tuple[tuple[str, ...], str]:

@@ -12,45 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
-from sqlmodel import Session, SQLModel
-
-from app.api.deps import get_current_user, get_dataset_tokens, get_session
+from app.api.deps import get_dataset_tokens
 from app.api.routes.plan import router
-from app.db import make_engine
-from app.models import PlanRecord, User
-from app.planner.db_catalog import seed_catalogs
+from app.models import PlanRecord
 from app.planner.service import dataset_file_tokens
 from app.methods import METHODS
 from tests.helpers.demo_config import DEMO
+from tests.helpers.router_app import router_app
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        seed_catalogs(session)
-        user = User(email="planner@example.com", password_hash="x")
-        session.add(user)
-        session.commit()
-        session.refresh(user)
-
-    def session_dep() -> Iterator[Session]:
-        with Session(engine) as session:
-            yield session
-
-    app = FastAPI()
-    app.include_router(router, prefix="/api/v1")
-    app.dependency_overrides[get_session] = session_dep
-    app.dependency_overrides[get_current_user] = lambda: user
-    app.state.engine = engine
-    with TestClient(app) as c:
-        yield c
+    with router_app(tmp_path, api=(router,), email="planner@example.com") as app:
+        yield app.client
 
 
 def _plan(client: TestClient, **body: Any) -> Any:

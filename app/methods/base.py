@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from app.planner.architecture import Architecture
 
@@ -57,6 +57,19 @@ def check_target_names(value: str | list[str]) -> str | list[str]:
 def resolve_targets(value: str | list[str]) -> list[str]:
     """A preset name (minimal, attention, all-linear) or an explicit list, as module names."""
     return list(TARGET_PRESETS[value]) if isinstance(value, str) else list(value)
+
+
+TargetModules = Annotated[str | list[str], AfterValidator(check_target_names)]
+
+
+class TargetedOptions(MethodOptions):
+    """Options of a method that acts on chosen Linear modules of every layer (LoRA family, GaLore).
+
+    The subclass declares `target_modules: TargetModules` with its own default, where it wants
+    it in the form's field order."""
+
+    def resolved_targets(self) -> list[str]:
+        return resolve_targets(getattr(self, "target_modules"))
 
 
 def targets_in(arch: Architecture, targets: list[str]) -> dict[str, tuple[int, int]]:

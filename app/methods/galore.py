@@ -1,33 +1,17 @@
 """GaLore (Zhao et al. 2024): every weight trains; the gradients of the targets are projected to low rank."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from app.methods.base import (
-    FULL_LR,
-    MethodError,
-    MethodOptions,
-    MethodSpec,
-    check_target_names,
-    resolve_targets,
-    targets_in,
-)
+from app.methods.base import FULL_LR, MethodError, MethodSpec, TargetedOptions, TargetModules, targets_in
 from app.planner.architecture import Architecture
 
 
-class GaloreOptions(MethodOptions):
+class GaloreOptions(TargetedOptions):
     rank: int = Field(128, ge=1, le=8192, description="Rank of the gradient projection")
     update_proj_gap: int = Field(200, ge=1, le=100_000, description="Steps between projection updates (SVD)")
     scale: float = Field(0.25, gt=0, le=10, description="Scale of the projected update")
-    target_modules: str | list[str] = Field("all-linear", description="Which weight matrices get projected gradients")
-
-    @field_validator("target_modules")
-    @classmethod
-    def _targets(cls, value: str | list[str]) -> str | list[str]:
-        return check_target_names(value)
-
-    def resolved_targets(self) -> list[str]:
-        return resolve_targets(self.target_modules)
+    target_modules: TargetModules = Field("all-linear", description="Which weight matrices get projected gradients")
 
 
 def check(options: GaloreOptions, arch: Architecture) -> None:

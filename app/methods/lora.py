@@ -1,28 +1,20 @@
 """LoRA: low-rank A·B updates beside chosen projections; the base stays frozen (peft `LoraConfig`)."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from app.methods.base import MethodOptions, MethodSpec, check_target_names, resolve_targets, targets_in
+from app.methods.base import MethodSpec, TargetedOptions, TargetModules, targets_in
 from app.planner.architecture import Architecture
 
 
-class LoraOptions(MethodOptions):
+class LoraOptions(TargetedOptions):
     r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update; 8–64 is typical")
     alpha: float = Field(16, gt=0, le=4096, description="The update is scaled by alpha / r")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input")
-    target_modules: str | list[str] = Field(
+    target_modules: TargetModules = Field(
         "attention", description="minimal = q,v · attention = q,k,v,o · all-linear = attention + MLP, or module names"
     )
     use_rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA)")
-
-    @field_validator("target_modules")
-    @classmethod
-    def _targets(cls, value: str | list[str]) -> str | list[str]:
-        return check_target_names(value)
-
-    def resolved_targets(self) -> list[str]:
-        return resolve_targets(self.target_modules)
 
 
 def check(options: LoraOptions, arch: Architecture) -> None:
