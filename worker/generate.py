@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from app.methods import REGISTRY, missing_requirements
 from worker.merge import training_record
 
 log = logging.getLogger(__name__)
@@ -65,27 +66,22 @@ def _tokenizer_dir(folder: Path, base_ref: str) -> Path | str:
     return folder if (folder / "tokenizer_config.json").is_file() else base_ref
 
 
-def _bitsandbytes_available() -> bool:
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _load_peft(folder: Path, base_ref: str, quantize: bool) -> torch.nn.Module:
     from peft import PeftModel
 
     config = training_record(folder).get("config") or {}
-    if quantize and config.get("method") == "qlora" and _bitsandbytes_available():
+    method = config.get("method")
+    spec = REGISTRY.get(method) if isinstance(method, str) else None
+    if quantize and spec is not None and spec.quantized_base and not missing_requirements(spec.name):
         from worker.methods.qlora import load_quantized
 
         base_model = load_quantized(base_ref, config.get("method_config") or {})
     else:
-        if quantize and config.get("method") == "qlora":
+        if quantize and spec is not None and spec.quantized_base:
             log.warning(
-                "bitsandbytes is not available: loading the QLoRA adapter onto the float32 base, "
-                "whose outputs differ slightly from the 4-bit base it was trained on"
+                "%s is not available: loading the QLoRA adapter onto the float32 base, "
+                "whose outputs differ slightly from the 4-bit base it was trained on",
+                ", ".join(spec.requires),
             )
         base_model = AutoModelForCausalLM.from_pretrained(base_ref, dtype=torch.float32)
     with warnings.catch_warnings():
