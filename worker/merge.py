@@ -32,6 +32,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from app.catalog.trust import remote_code_allowed
+from app.storage import atomic_folder
 from worker.methods import float32_base
 
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -119,7 +120,7 @@ def merge_into(adapter_dir: Path, base_model_path: str, out_dir: Path) -> None:
 
 def merge_to_folder(adapter_dir: Path, base_model_path: str, merged_dir: Path) -> Path:
     """`merge_into` a temp sibling of `merged_dir`, then rename it into place (as artifacts are written)."""
-    from worker.train.loop import write_folder_atomically
-
-    adapter_dir = Path(adapter_dir)
-    return write_folder_atomically(Path(merged_dir), lambda tmp: merge_into(adapter_dir, base_model_path, tmp))
+    adapter_dir, merged_dir = Path(adapter_dir), Path(merged_dir)
+    with atomic_folder(merged_dir) as tmp:
+        merge_into(adapter_dir, base_model_path, tmp)
+    return merged_dir

@@ -42,6 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.jobs.checkpoints import NAME, STATE_FILE, checkpoint_name, complete_checkpoints
+from app.storage import atomic_folder, fsync_tree
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "trainable.safetensors"
@@ -65,25 +66,6 @@ class Resumed:
     path: Path
 
 
-def _fsync_tree(folder: Path) -> None:
-    """fsync every file below `folder`, then every folder bottom-up; files world-readable for the API."""
-    for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            path = Path(root) / name
-            path.chmod(0o644)
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(root))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _discard(path: Path) -> None:
     """Rename out of the `checkpoint-*` namespace first, then delete: never a half-deleted checkpoint."""
     doomed = path.with_name(f"{TMP_PREFIX}old-{path.name}-{os.getpid()}")
@@ -92,8 +74,12 @@ def _discard(path: Path) -> None:
     except FileNotFoundError:
         return
     shutil.rmtree(doomed, ignore_errors=True)
-    zipped = path.with_name(f"{path.name}.zip")  # the API's cached download of it
-    zipped.unlink(missing_ok=True)
+    _zip_of(path).unlink(missing_ok=True)
+
+
+def _zip_of(path: Path) -> Path:
+    """The API's cached download of a checkpoint."""
+    return path.with_name(f"{path.name}.zip")
 
 
 def remove_debris(folder: Path) -> list[str]:
@@ -188,35 +174,27 @@ def save(
     elapsed_seconds, schedule...). A checkpoint of the same step from an
     earlier run is replaced only once the new one is complete.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(step)
-    tmp = folder / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        save_file(trainable_state(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "step": str(step)})
-        torch.save(optimizer_state(optimizer, method), tmp / OPTIMIZER_FILE)
-        torch.save(rng_state(), tmp / RNG_FILE)
-        if save_adapter is not None and method_name in ADAPTER_METHODS:
-            save_adapter(tmp)
-        _fsync_tree(tmp)
-        state = {
-            "format": FORMAT_VERSION,
-            "step": step,
-            "method": method_name,
-            "saved_at": datetime.now(UTC).isoformat(),
-            **info,
-        }
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-        _fsync_tree(tmp)
-        if final.exists():
-            _discard(final)
-        os.rename(tmp, final)
-        _fsync_dir(folder)
+        with atomic_folder(final, tmp_prefix=TMP_PREFIX) as tmp:  # an earlier run's checkpoint-<step> is swapped out
+            save_file(trainable_state(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "step": str(step)})
+            torch.save(optimizer_state(optimizer, method), tmp / OPTIMIZER_FILE)
+            torch.save(rng_state(), tmp / RNG_FILE)
+            if save_adapter is not None and method_name in ADAPTER_METHODS:
+                save_adapter(tmp)
+            fsync_tree(tmp)  # everything is on disk before state.json says the checkpoint is complete
+            state = {
+                "format": FORMAT_VERSION,
+                "step": step,
+                "method": method_name,
+                "saved_at": datetime.now(UTC).isoformat(),
+                **info,
+            }
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+            if final.exists():
+                _zip_of(final).unlink(missing_ok=True)
     except (OSError, RuntimeError) as exc:
         raise CheckpointWriteError(step, folder, exc) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -1,0 +1,108 @@
+"""Everything the loop needs before its first step: the model, the data, the optimiser, the start.
+
+Kept apart from the loop so that it reads as the training itself; the order
+of the calls is part of the contract (see `train`): building the model draws
+from the seeded RNG, and a resume restores the RNG states last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from app.catalog.trust import remote_code_allowed
+from worker.methods import Method, get_method, load_base, optimizer_name
+from worker.methods.optimizers import make_optimizer
+from worker.train import checkpoint, events
+from worker.train.data import BatchStream, Example, load_examples, split_holdout
+from worker.train.spec import TrainSpec
+
+
+def load_model(spec: TrainSpec, device: torch.device) -> tuple[PreTrainedTokenizerBase, Method, torch.nn.Module]:
+    """The tokenizer, the method and the base as the method builds it (adapters in, the rest frozen)."""
+    hp = spec.config.hyperparameters
+    events.log(f"Loading model from {spec.model_path} on {device.type}")
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path, trust_remote_code=remote_code_allowed(spec.model_path))
+    method = get_method(spec.config.method)
+    model = load_base(method, spec.model_path, hp, spec.config.method_config)
+    if hp.gradient_checkpointing and not model.is_activation_checkpointing:
+        # transformers 5 renamed gradient_checkpointing_enable (now a deprecated alias).
+        # Non-reentrant checkpointing lets gradients reach adapters behind frozen embeddings.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    # A quantised base is placed on its device at load (bitsandbytes) and must not be moved.
+    placed = getattr(model, "hf_quantizer", None) is not None
+    model = method.build(model, spec.config.method_config)
+    if not placed:
+        model = model.to(device)
+    return tokenizer, method, model
+
+
+@dataclass(frozen=True)
+class Data:
+    """The training rows in batches, the held-out rows, and how many steps the run takes."""
+
+    examples: list[Example]
+    held_out: list[Example]
+    stream: BatchStream
+    pad_id: int
+    total_steps: int
+
+
+def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
+    hp = spec.config.hyperparameters
+    # Padding never reaches the loss or attention, so any id will do when there is no pad token.
+    pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+    examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len)
+    examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
+    total_steps = hp.total_steps(len(examples))
+    events.log(
+        f"Dataset: {len(examples)} training rows" + (f", {len(held_out)} held out for evaluation" if held_out else "")
+        + (f" ({dropped} dropped: prompt fills seq_len)" if dropped else "")
+        + f"; {total_steps} steps of {hp.batch_size}×{hp.gradient_accumulation} rows"
+    )
+    stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
+    return Data(examples=examples, held_out=held_out, stream=stream, pad_id=pad_id, total_steps=total_steps)
+
+
+def optimizer_for(method: Method, model: torch.nn.Module, spec: TrainSpec) -> tuple[torch.optim.Optimizer, str]:
+    """The method's own optimiser if it builds one (GaLore), else the one the options name."""
+    hp = spec.config.hyperparameters
+    own_optimizer = getattr(method, "make_optimizer", None)
+    if own_optimizer is not None:
+        optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
+        return optimizer, str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
+    choice = optimizer_name(spec.config.method_config)
+    return make_optimizer(model, choice, hp.learning_rate, hp.weight_decay), choice
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where the loop starts: after `step` (0 for a fresh run), with the time and loss so far."""
+
+    step: int = 0
+    elapsed_seconds: float = 0.0
+    resumed: bool = False
+    loss: float = float("nan")
+
+
+def starting_point(spec: TrainSpec, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   method: Method, stream: BatchStream, total_steps: int) -> Start:
+    """The newest complete checkpoint when resuming (loaded into model, optimiser, RNGs and
+    `stream`), else step 0 with no checkpoint of an earlier run left over."""
+    folder = spec.checkpoints
+    debris = checkpoint.remove_debris(folder)
+    if debris:
+        events.log(f"Removed {len(debris)} incomplete checkpoint folder(s) left by an earlier attempt")
+    found = checkpoint.latest(folder) if spec.resume else None
+    if found is None:
+        if checkpoint.remove_all(folder):
+            events.log("Starting afresh: removed the checkpoints of an earlier run")
+        return Start()
+    state = checkpoint.load(found, model=model, optimizer=optimizer, method=method)
+    stream.consumed = state.consumed_rows
+    events.log(f"Resumed from {found.name}: continuing at step {state.step + 1} of {total_steps}",
+               resumed_from=state.step)
+    loss = float("nan") if state.loss is None else float(state.loss)
+    return Start(step=state.step, elapsed_seconds=state.elapsed_seconds, resumed=True, loss=loss)
