@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from app.queue import CPU_QUEUE
 
 
 def utcnow() -> datetime:
@@ -69,6 +72,23 @@ class Dataset(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class JobStatus(StrEnum):
+    """A job's status, as stored in `job.status` and sent in `status` events (a StrEnum: equal to its string)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# A worker holds the job (its lease is renewed) while it is in one of these.
+ACTIVE_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLING)
+JOB_STATUSES = tuple(JobStatus)  # queued, running, cancelling, succeeded, failed, cancelled
+
+
 class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
 
@@ -79,8 +99,8 @@ class Job(SQLModel, table=True):
     dataset_id: str = Field(max_length=64, index=True)
     method: str = Field(max_length=32, index=True)
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    queue: str = Field(default="cpu", max_length=32)
-    status: str = Field(default="queued", max_length=16, index=True)
+    queue: str = Field(default=CPU_QUEUE, max_length=32)
+    status: str = Field(default=JobStatus.QUEUED, max_length=16, index=True)
     step: int = 0
     total_steps: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -113,10 +133,6 @@ class JobEvent(SQLModel, table=True):
     kind: str = Field(max_length=16)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
-
-
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 
 
 class CatalogGpu(SQLModel, table=True):

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from app.models import Job
+from app.models import ACTIVE_STATUSES, Job
 
 WORKER_KEY_PATTERN = "tunedeck:worker:*"
 
@@ -20,7 +20,7 @@ async def live_workers(redis: Any, session: Session) -> list[dict[str, Any]]:
                 workers.append(json.loads(raw))
             except ValueError:
                 continue
-    running = session.exec(select(Job).where(Job.status.in_(("running", "cancelling")))).all()  # type: ignore[attr-defined]
+    running = session.exec(select(Job).where(Job.status.in_(ACTIVE_STATUSES))).all()  # type: ignore[attr-defined]
     by_worker = {job.worker: job for job in running}
     for worker in workers:
         job = by_worker.get(worker.get("hostname"))

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from app.db import get_engine
-from app.models import Job, utcnow
+from app.models import ACTIVE_STATUSES, Job, utcnow
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class LeaseKeeper:
             result = session.exec(  # type: ignore[call-overload]
                 update(Job)
                 .where(Job.id == self.job_id, Job.attempt == self.attempt,
-                       Job.status.in_(("running", "cancelling")))  # type: ignore[attr-defined]
+                       Job.status.in_(ACTIVE_STATUSES))  # type: ignore[attr-defined]
                 .values(lease_expires_at=lease_until())
             )
             session.commit()

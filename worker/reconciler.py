@@ -20,9 +20,10 @@ from sqlmodel import Session, select
 
 from app.db import get_engine
 from app.dispatch import enqueue_job
+from app.events.kinds import EventKind
 from app.events.store import append_events, store_batch
 from app.events.stream import parse_entry, publish, stream_key
-from app.models import Job, utcnow
+from app.models import ACTIVE_STATUSES, Job, JobStatus, utcnow
 from app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -56,18 +57,18 @@ def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str
     now = utcnow()
     settings = get_settings()
     lost = session.exec(select(Job).where(
-        Job.status.in_(("running", "cancelling")), Job.lease_expires_at < now)).all()  # type: ignore[attr-defined, operator]
+        Job.status.in_(ACTIVE_STATUSES), Job.lease_expires_at < now)).all()  # type: ignore[attr-defined, operator]
     requeued = []
     for job in lost:
         job_id, attempt, status = job.id, job.attempt, job.status
         if job.cancel_requested or attempt >= settings.max_attempts:
-            final = "cancelled" if job.cancel_requested else "failed"
+            final = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
             error = None if job.cancel_requested else f"worker lost (attempt {attempt} of {settings.max_attempts})"
             values = {"status": final, "error": error, "finished_at": now, "lease_expires_at": None}
             event = {"status": final, **({"error": error} if error else {})}
         else:
-            values = {"status": "queued", "lease_expires_at": None, "resume": True}
-            event = {"status": "queued", "retry": True, "resume": True, "reason": "worker lost"}
+            values = {"status": JobStatus.QUEUED, "lease_expires_at": None, "resume": True}
+            event = {"status": JobStatus.QUEUED, "retry": True, "resume": True, "reason": "worker lost"}
         changed = session.exec(update(Job).where(  # type: ignore[call-overload]
             Job.id == job_id, Job.attempt == attempt, Job.status == status).values(**values))
         if changed.rowcount != 1:
@@ -77,11 +78,11 @@ def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str
             _salvage_live_events(session, redis, job)
         except Exception as exc:  # noqa: BLE001 - Redis lost its data too: the database history stands
             log.warning("job %s: live events not salvaged: %s", job_id, exc)
-        (row,) = append_events(session, job_id, [("status", event)])
+        (row,) = append_events(session, job_id, [(EventKind.STATUS, event)])
         session.commit()
         _announce(redis, job_id, row.seq, event)
         log.info("reconciler: job %s attempt %s lost its worker: %s", job_id, attempt, values["status"])
-        if values["status"] == "queued":
+        if values["status"] == JobStatus.QUEUED:
             requeued.append((job_id, job.queue))
     return requeued
 
@@ -89,14 +90,14 @@ def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str
 def _announce(redis: Redis, job_id: str, seq: int, event: dict) -> None:
     """Live watchers see the change at once, not at their next database poll."""
     try:
-        publish(redis, job_id, seq, "status", event, get_settings().event_stream_maxlen)
+        publish(redis, job_id, seq, EventKind.STATUS, event, get_settings().event_stream_maxlen)
     except Exception as exc:  # noqa: BLE001 - stored already; watchers replay it from the database
         log.warning("job %s: status event %s not published: %s", job_id, seq, exc)
 
 
 def _stale_queued(session: Session, everything: bool) -> list[tuple[str, str]]:
     cutoff = utcnow() - timedelta(seconds=get_settings().requeue_after_seconds)
-    stmt = select(Job).where(Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
+    stmt = select(Job).where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
     if not everything:
         stmt = stmt.where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff))  # type: ignore[union-attr, operator]
     return [(job.id, job.queue) for job in session.exec(stmt)]

@@ -19,7 +19,8 @@ from sqlmodel import Session
 from app import storage
 from app.catalog.models import resolve_model_path
 from app.db import get_engine
-from app.models import Dataset, Job, utcnow
+from app.events.kinds import EventKind
+from app.models import Dataset, Job, JobStatus, utcnow
 from app.settings import get_settings
 from worker.lease import LeaseKeeper, lease_until
 from worker.relay import EventRelay
@@ -33,8 +34,8 @@ def claim(job_id: str, worker: str) -> Job | None:
     with Session(get_engine()) as session:
         result = session.exec(  # type: ignore[call-overload]
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
-            .values(status="running", attempt=Job.attempt + 1, worker=worker, started_at=utcnow(), error=None,
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))  # type: ignore[attr-defined]
+            .values(status=JobStatus.RUNNING, attempt=Job.attempt + 1, worker=worker, started_at=utcnow(), error=None,
                     lease_expires_at=lease_until())
         )
         session.commit()
@@ -108,11 +109,11 @@ def run_job(job_id: str, worker: str) -> str:
         return "skipped"
     redis = Redis.from_url(get_settings().resolved_redis_url, socket_timeout=5)
     relay = EventRelay(job_id, job.event_seq, redis)
-    relay.emit("status", {"status": "running", "worker": worker, "attempt": job.attempt})
+    relay.emit(EventKind.STATUS, {"status": JobStatus.RUNNING, "worker": worker, "attempt": job.attempt})
     final: dict[str, Any]
     try:
         spec_path, output_dir = write_spec(job)
-        relay.emit("log", {"message": f"Attempt {job.attempt} on {worker}"})
+        relay.emit(EventKind.LOG, {"message": f"Attempt {job.attempt} on {worker}"})
         with LeaseKeeper(job_id, job.attempt) as lease:
             outcome = run_trainer(
                 spec_path, relay.emit, lambda: lease.lost.is_set() or cancel_requested(job_id),
@@ -125,14 +126,14 @@ def run_job(job_id: str, worker: str) -> str:
         final = _final_values(outcome, output_dir)
     except Exception as exc:  # noqa: BLE001 - whatever happens, the job ends with a status and a reason
         log.exception("job %s failed before training", job_id)
-        final = {"status": "failed", "error": str(exc) or type(exc).__name__}
+        final = {"status": JobStatus.FAILED, "error": str(exc) or type(exc).__name__}
     final["finished_at"] = utcnow()
     final["lease_expires_at"] = None
     event = {"status": final["status"]}
     if final.get("error"):
         event["error"] = final["error"]
-    relay.finish("status", event, final, job.attempt)
-    return final["status"]
+    relay.finish(EventKind.STATUS, event, final, job.attempt)
+    return str(final["status"])  # a plain string: Celery logs the task's result by its repr
 
 
 def _final_values(outcome: TrainerOutcome, output_dir: Path) -> dict[str, Any]:
@@ -140,11 +141,11 @@ def _final_values(outcome: TrainerOutcome, output_dir: Path) -> dict[str, Any]:
     if outcome.summary.get("peak_memory_bytes") is not None:
         values["peak_memory_bytes"] = int(outcome.summary["peak_memory_bytes"])
     if outcome.cancelled:
-        values["status"] = "cancelled"
+        values["status"] = JobStatus.CANCELLED
     elif outcome.returncode == 0 and output_dir.is_dir():
-        values["status"] = "succeeded"
+        values["status"] = JobStatus.SUCCEEDED
         values["artifact_path"] = storage.relative(output_dir)
     else:
-        values["status"] = "failed"
+        values["status"] = JobStatus.FAILED
         values["error"] = describe_exit(outcome)
     return values

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.events.kinds import EventKind
+from app.models import JobStatus
+
 EVENT_PREFIX = "@@TUNEDECK@@ "
 
 
@@ -76,20 +79,20 @@ def run_trainer(
 def _handle_line(line: str, emit: Callable[[str, dict[str, Any]], object], outcome: TrainerOutcome) -> None:
     if not line.startswith(EVENT_PREFIX):
         if line.strip():
-            emit("log", {"message": line})
+            emit(EventKind.LOG, {"message": line})
         return
     try:
         event = json.loads(line[len(EVENT_PREFIX):])
         kind, data = event["event"], event.get("data", {})
     except (ValueError, KeyError, TypeError):
-        emit("log", {"message": line})
+        emit(EventKind.LOG, {"message": line})
         return
-    if kind == "summary":
+    if kind == EventKind.SUMMARY:
         outcome.summary = data
-    elif kind == "error":
+    elif kind == EventKind.ERROR:
         outcome.error = str(data.get("message") or "training failed")
-        emit("log", {"message": f"Error: {outcome.error}", "level": "error"})
-    elif kind in {"log", "metric"}:
+        emit(EventKind.LOG, {"message": f"Error: {outcome.error}", "level": "error"})
+    elif kind in {EventKind.LOG, EventKind.METRIC}:
         emit(kind, data)
 
 
@@ -110,10 +113,10 @@ def _watch_cancel(
         if not cancel:
             continue
         outcome.cancelled = True
-        emit("status", {"status": "cancelling"})
-        emit("log", {"message": "Cancel requested: stopping at the next step"})
+        emit(EventKind.STATUS, {"status": JobStatus.CANCELLING})
+        emit(EventKind.LOG, {"message": "Cancel requested: stopping at the next step"})
         _kill_group(proc, signal.SIGTERM)
         if not done.wait(grace_seconds):
-            emit("log", {"message": f"Trainer did not stop within {grace_seconds:.0f}s: killed"})
+            emit(EventKind.LOG, {"message": f"Trainer did not stop within {grace_seconds:.0f}s: killed"})
             _kill_group(proc, signal.SIGKILL)
         return

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import get_engine
 from app.events.frames import json_frame
+from app.events.kinds import EventKind
 from app.events.live_reader import (
     JobStreamReader,
     LiveEvent,
@@ -47,7 +48,7 @@ async def json_frames(events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
 
 
 def is_terminal(kind: str, data: dict[str, Any]) -> bool:
-    return kind == "status" and data.get("status") in TERMINAL_STATUSES
+    return kind == EventKind.STATUS and data.get("status") in TERMINAL_STATUSES
 
 
 def _stored_after(job_id: str, after: int) -> tuple[list[tuple[int, str, dict[str, Any]]], str | None]:

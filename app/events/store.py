@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, select
 
+from app.events.kinds import EventKind
 from app.models import Job, JobEvent, utcnow
 
 
@@ -30,7 +31,7 @@ def store_batch(session: Session, job_id: str, events: Sequence[tuple[int, str, 
         return
     session.add_all(JobEvent(job_id=job_id, seq=seq, kind=kind, data=data) for seq, kind, data in events)
     values: dict[str, Any] = {"event_seq": max(seq for seq, _, _ in events)}
-    metrics = [data for _, kind, data in events if kind == "metric"]
+    metrics = [data for _, kind, data in events if kind == EventKind.METRIC]
     if metrics:
         latest = metrics[-1]
         values["step"] = int(latest.get("step", 0))

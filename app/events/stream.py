@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.events.kinds import EventKind
+from app.models import TERMINAL_STATUSES
+
 STREAM_TTL_AFTER_END = 3600
 
 
@@ -33,5 +36,5 @@ def publish(redis: Any, job_id: str, seq: int, kind: str, data: dict[str, Any], 
     """Append one event (sync client). Raises redis errors; callers decide what losing live delivery means."""
     key = stream_key(job_id)
     redis.xadd(key, entry_fields(kind, data), id=f"0-{seq}", maxlen=maxlen, approximate=True)
-    if kind == "status" and data.get("status") in {"succeeded", "failed", "cancelled"}:
+    if kind == EventKind.STATUS and data.get("status") in TERMINAL_STATUSES:
         redis.expire(key, STREAM_TTL_AFTER_END)

@@ -9,14 +9,14 @@ import zipfile
 from pathlib import Path
 
 from app import storage
-from app.models import Job
+from app.models import Job, JobStatus
 
 ARTIFACT_KINDS = ("adapter", "merged")
 
 
 def artifact_folder(job: Job, kind: str) -> Path | None:
     """The folder behind a download, if the job has it (only succeeded jobs have any)."""
-    if job.status != "succeeded" or not job.artifact_path:
+    if job.status != JobStatus.SUCCEEDED or not job.artifact_path:
         return None
     job_root = storage.inside_data_dir(storage.job_dir(job.id))
     if job_root is None:

@@ -16,15 +16,16 @@ from sqlmodel import Session
 from app.planner.db_catalog import DbCatalog
 from app.planner.estimate import RunLength, instant_estimate
 from app.planner.service import PlanError, build_setup, resolve_architecture
+from app.queue import CPU_QUEUE
 from app.schemas.plan import PlanRequest
 
 CPU_TRAINER_PRECISION = "fp32"  # worker/methods default_load: the CPU trainer loads the base in float32
 
 
-def job_plan(session: Session, body: Any, queue: str = "cpu") -> dict[str, Any]:
+def job_plan(session: Session, body: Any, queue: str = CPU_QUEUE) -> dict[str, Any]:
     """The instant estimate for a job body (`MethodJobCreate`), as stored in `Job.plan`."""
     hp = body.hyperparameters
-    precision = CPU_TRAINER_PRECISION if queue == "cpu" else "bf16"
+    precision = CPU_TRAINER_PRECISION if queue == CPU_QUEUE else "bf16"
     try:
         request = PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
                               gradient_accumulation=hp.gradient_accumulation,
@@ -68,7 +69,7 @@ def job_measured(job: Any) -> dict[str, Any] | None:
         return None
     return {
         "peak_memory_bytes": peak,
-        "peak_kind": "process_rss" if job.queue == "cpu" else "cuda_max_allocated",
+        "peak_kind": "process_rss" if job.queue == CPU_QUEUE else "cuda_max_allocated",
         "tokens_per_second": throughput,
         "trainable_params": summary.get("trainable_params"),
         "final": bool(summary),

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.events.frames import format_event
+from app.events.kinds import EventKind, PageEvent
 from app.events.live_reader import LiveEvent
 from app.events.sse import Event
+from app.models import JobStatus
 from app.web.templating import templates
 
 PAGE_FRAMES = "page-frames"
@@ -28,18 +30,18 @@ def _eta(data: dict[str, Any]) -> str | None:
 
 
 def _timeline_text(kind: str, data: dict[str, Any]) -> str | None:
-    if kind == "status":
+    if kind == EventKind.STATUS:
         status = data.get("status")
-        if status == "running":
+        if status == JobStatus.RUNNING:
             return f"started on {data.get('worker', 'a worker')} (attempt {data.get('attempt', 1)})"
         if data.get("retry"):
             return "queued again (retry" + (", resuming from the last checkpoint)" if data.get("resume") else ", from scratch)")
         return f"{status}" + (f": {data['error']}" if data.get("error") else "")
-    if kind == "log" and isinstance(data.get("checkpoint"), dict):
+    if kind == EventKind.LOG and isinstance(data.get("checkpoint"), dict):
         return f"checkpoint saved at step {data['checkpoint'].get('step')}"
-    if kind == "log" and data.get("resumed_from") is not None:
+    if kind == EventKind.LOG and data.get("resumed_from") is not None:
         return f"resumed from step {data['resumed_from']}"
-    if kind == "log" and isinstance(data.get("stopped"), dict):
+    if kind == EventKind.LOG and isinstance(data.get("stopped"), dict):
         return f"stopped at step {data['stopped'].get('step')} on request, checkpoint saved"
     return None
 
@@ -47,23 +49,23 @@ def _timeline_text(kind: str, data: dict[str, Any]) -> str | None:
 def event_frames(job_id: str, seq: int, kind: str, data: dict[str, Any]) -> str:
     """Every SSE frame the page needs for one event, joined."""
     frames: list[str] = []
-    if kind == "log":
+    if kind == EventKind.LOG:
         level = html.escape(str(data.get("level", "info")))
-        frames.append(format_event(seq, "log", f'<div class="log-line {level}">{html.escape(str(data.get("message", "")))}</div>'))
+        frames.append(format_event(seq, EventKind.LOG, f'<div class="log-line {level}">{html.escape(str(data.get("message", "")))}</div>'))
         if isinstance(data.get("sample"), dict):
-            frames.append(format_event(None, "sample", templates.get_template("partials/sample.html").render(sample=data["sample"])))
+            frames.append(format_event(None, PageEvent.SAMPLE, templates.get_template("partials/sample.html").render(sample=data["sample"])))
         if isinstance(data.get("checkpoint"), dict):
-            frames.append(format_event(None, "checkpoint", "{}"))
-    elif kind == "metric":
+            frames.append(format_event(None, PageEvent.CHECKPOINT, "{}"))
+    elif kind == EventKind.METRIC:
         progress = templates.get_template("partials/progress.html")
-        frames.append(format_event(seq, "metric", json.dumps(data)))
-        frames.append(format_event(None, "progress", progress.render(step=data.get("step", 0), total=data.get("total", 0), eta=_eta(data))))
-    elif kind == "status":
+        frames.append(format_event(seq, EventKind.METRIC, json.dumps(data)))
+        frames.append(format_event(None, PageEvent.PROGRESS, progress.render(step=data.get("step", 0), total=data.get("total", 0), eta=_eta(data))))
+    elif kind == EventKind.STATUS:
         badge = templates.get_template("partials/job_status.html")
-        frames.append(format_event(seq, "status", badge.render(status=data.get("status"), job_id=job_id)))
+        frames.append(format_event(seq, EventKind.STATUS, badge.render(status=data.get("status"), job_id=job_id)))
     text = _timeline_text(kind, data)
     if text:
-        frames.append(format_event(None, "timeline", templates.get_template("partials/timeline_item.html").render(text=text, when="")))
+        frames.append(format_event(None, PageEvent.TIMELINE, templates.get_template("partials/timeline_item.html").render(text=text, when="")))
     return "".join(frames)
 
 
@@ -75,4 +77,4 @@ async def page_frames(job_id: str, events: AsyncIterator[Event | str]) -> AsyncI
             yield item.made(PAGE_FRAMES, lambda e=item: event_frames(job_id, e.seq, e.kind, e.data))
         else:
             yield event_frames(job_id, *item)
-    yield format_event(None, "end", "{}")  # only the real end: job_events stops at the final status
+    yield format_event(None, PageEvent.END, "{}")  # only the real end: job_events stops at the final status

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import storage
 from app.api.deps import JobDep, SessionDep, StreamJobDep
+from app.events.kinds import EventKind
 from app.jobs.artifacts import zip_folder
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.models import JobEvent
@@ -46,14 +47,14 @@ def current_run(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def get_metrics(job: JobDep, session: SessionDep) -> dict[str, Any]:
     """Every metric point of the current run in step order (training loss, learning rate, eval loss at
     eval steps, memory, elapsed time…); points re-run after a resume replace the earlier ones."""
-    points = current_run([e.data for e in _events(session, job.id, "metric")])
+    points = current_run([e.data for e in _events(session, job.id, EventKind.METRIC)])
     return {"data": points, "count": len(points)}
 
 
 @router.get("/{job_id}/samples")
 def get_samples(job: JobDep, session: SessionDep) -> dict[str, Any]:
     """Generations from held-out prompts, as the model learned (re-run steps replaced, as for metrics)."""
-    samples = current_samples([e.data for e in _events(session, job.id, "log")])
+    samples = current_samples([e.data for e in _events(session, job.id, EventKind.LOG)])
     return {"data": samples, "count": len(samples)}
 
 
