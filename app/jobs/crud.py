@@ -12,16 +12,12 @@ from app.dispatch import enqueue_job
 from app.events.store import append_events
 from app.jobs.artifacts import available_downloads
 from app.methods import MethodError, check_against, check_seq_len, get_spec, missing_requirements
-from app.models import TERMINAL_STATUSES, Dataset, Job, User, utcnow
+from app.events.kinds import EventKind
+from app.models import TERMINAL_STATUSES, Dataset, Job, JobStatus, User, utcnow
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.job_plan import job_plan
-from app.routing import (
-    CPU_QUEUE,
-    MEMORY_CLASSES,
-    NoClassFits,
-    job_queue,
-    live_served_queues,
-)
+from app.queue import MEMORY_CLASSES
+from app.routing import NoClassFits, job_queue, live_served_queues
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
 from app.settings import get_settings
 
@@ -69,7 +65,7 @@ def _plan_and_queue(session: Session, body: MethodJobCreate) -> tuple[dict[str, 
     where no live worker serves a GPU class (app.routing)."""
     served = live_served_queues(get_settings().resolved_redis_url)
     on_gpu = any(name in MEMORY_CLASSES for name in served)
-    plan = job_plan(session, body, queue="gpu" if on_gpu else CPU_QUEUE)
+    plan = job_plan(session, body, on_gpu=on_gpu)
     peak = plan.get("peak_bytes")
     try:
         return plan, job_queue(int(peak) if isinstance(peak, (int, float)) else None, served)
@@ -105,7 +101,7 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     )
     session.add(job)
     session.flush()
-    append_events(session, job.id, [("status", {"status": "queued"})])
+    append_events(session, job.id, [(EventKind.STATUS, {"status": JobStatus.QUEUED})])
     session.commit()
     session.refresh(job)
     enqueue_job(job.id, job.queue, session)
@@ -133,25 +129,25 @@ def cancel_job(session: Session, job: Job) -> Job:
     if job.status in TERMINAL_STATUSES:
         return job
     queued = session.exec(  # type: ignore[call-overload]
-        update(Job).where(Job.id == job.id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
     )
     if queued.rowcount == 1:
         session.commit()
         session.refresh(job)
-        append_events(session, job.id, [("status", {"status": "cancelled"})])
+        append_events(session, job.id, [(EventKind.STATUS, {"status": JobStatus.CANCELLED})])
         session.commit()
     else:
         session.exec(  # type: ignore[call-overload]
-            update(Job).where(Job.id == job.id, Job.status == "running")
-            .values(status="cancelling", cancel_requested=True)
+            update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING)
+            .values(status=JobStatus.CANCELLING, cancel_requested=True)
         )
         session.commit()
     session.refresh(job)
     return job
 
 
-RETRYABLE = frozenset({"failed", "cancelled"})
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def retry_job(session: Session, job: Job, *, fresh: bool = False) -> Job | None:
@@ -161,14 +157,14 @@ def retry_job(session: Session, job: Job, *, fresh: bool = False) -> Job | None:
     """
     changed = session.exec(  # type: ignore[call-overload]
         update(Job).where(Job.id == job.id, Job.status.in_(RETRYABLE))  # type: ignore[attr-defined]
-        .values(status="queued", cancel_requested=False, error=None, finished_at=None,
+        .values(status=JobStatus.QUEUED, cancel_requested=False, error=None, finished_at=None,
                 resume=not fresh)
     )
     if changed.rowcount != 1:
         session.rollback()
         return None
     session.refresh(job)
-    append_events(session, job.id, [("status", {"status": "queued", "retry": True, "resume": not fresh})])
+    append_events(session, job.id, [(EventKind.STATUS, {"status": JobStatus.QUEUED, "retry": True, "resume": not fresh})])
     session.commit()
     session.refresh(job)
     enqueue_job(job.id, job.queue, session)

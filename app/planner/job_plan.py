@@ -22,10 +22,13 @@ from app.schemas.plan import PlanRequest
 CPU_TRAINER_PRECISION = "fp32"  # worker/methods default_load: the CPU trainer loads the base in float32
 
 
-def job_plan(session: Session, body: Any, queue: str = CPU_QUEUE) -> dict[str, Any]:
-    """The instant estimate for a job body (`MethodJobCreate`), as stored in `Job.plan`."""
+def job_plan(session: Session, body: Any, on_gpu: bool = False) -> dict[str, Any]:
+    """The instant estimate for a job body (`MethodJobCreate`), as stored in `Job.plan`.
+
+    Its options were already checked against the model (`app.methods.check_against`), so what is
+    left to fail here is an architecture the planner cannot read; the reason is stored."""
     hp = body.hyperparameters
-    precision = CPU_TRAINER_PRECISION if queue == CPU_QUEUE else "bf16"
+    precision = "bf16" if on_gpu else CPU_TRAINER_PRECISION
     try:
         request = PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
                               gradient_accumulation=hp.gradient_accumulation,
