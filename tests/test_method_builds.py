@@ -87,7 +87,7 @@ def test_galore_groups_project_exactly_the_target_weights() -> None:
     from worker.methods import galore
 
     model = galore.build(_tiny_llama(tie=False), {**GALORE_OPTIONS, "target_modules": "minimal"})
-    optimizer = galore.make_optimizer(model, {**GALORE_OPTIONS, "target_modules": "minimal"}, 1e-3, 0.01)
+    optimizer = galore.galore_optimizer(model, {**GALORE_OPTIONS, "target_modules": "minimal"}, 1e-3, 0.01)
     projected = [g for g in optimizer.param_groups if "rank" in g]
     assert len(projected) == 1
     group = projected[0]

@@ -67,7 +67,7 @@ OPTIMIZERS: dict[str, Callable[[ParamGroups, float], torch.optim.Optimizer]] = {
 }
 
 
-def make_optimizer(
+def build_optimizer(
     model: torch.nn.Module, name: str, learning_rate: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     """The optimiser `name` over the model's trainable parameters, decay on >= 2-D weights only."""

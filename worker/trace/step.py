@@ -109,7 +109,7 @@ def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.
             return galore_torch.GaLoreAdamW8bit(groups, lr=1e-4)
         if name == "adafactor":
             return galore_torch.GaLoreAdafactor(groups, lr=1e-4, scale_parameter=False, relative_step=False)
-        from worker.methods.galore import make_optimizer as galore_optimizer  # the job's own GaLoreAdamW
+        from worker.methods.galore import galore_optimizer  # the job's own GaLoreAdamW
 
         return galore_optimizer(model, setup.options_dict, 1e-4, 0.0)
     groups = _param_groups(params)

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from app.catalog.trust import remote_code_allowed
 from worker.methods import Method, get_method, load_base, optimizer_name
-from worker.methods.optimizers import make_optimizer
+from worker.methods.optimizers import build_optimizer
 from worker.train import checkpoint, events
 from worker.train.data import BatchStream, Example, load_examples, split_holdout
 from worker.train.spec import TrainSpec
@@ -69,12 +69,12 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
 def optimizer_for(method: Method, model: torch.nn.Module, spec: TrainSpec) -> tuple[torch.optim.Optimizer, str]:
     """The method's own optimiser if it builds one (GaLore), else the one the options name."""
     hp = spec.config.hyperparameters
-    own_optimizer = getattr(method, "make_optimizer", None)
+    own_optimizer = getattr(method, "galore_optimizer", None)
     if own_optimizer is not None:
         optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
         return optimizer, str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
     choice = optimizer_name(spec.config.method_config)
-    return make_optimizer(model, choice, hp.learning_rate, hp.weight_decay), choice
+    return build_optimizer(model, choice, hp.learning_rate, hp.weight_decay), choice
 
 
 @dataclass(frozen=True)
