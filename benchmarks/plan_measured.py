@@ -38,7 +38,7 @@ def measure(method: str, seq_len: int = 128, batch_size: int = 4) -> tuple[int, 
 
     from app.planner.catalog import load_catalog
     from app.planner.setup import TrainingSetup
-    from worker.trace.step import (_fused_dropout, _unpacked_batches, make_optimizer, trace_step, training_step,
+    from worker.trace.step import (_fused_dropout, _unpacked_batches, trace_optimizer, trace_step, training_step,
                                    uses_autocast, warm_up)
     from worker.trace.model import DTYPES, apply_method, build_meta_model
 
@@ -50,7 +50,7 @@ def measure(method: str, seq_len: int = 128, batch_size: int = 4) -> tuple[int, 
     model = apply_method(build_meta_model(arch, dtype, device="cpu"), arch, setup, dtype)
     model.train()
     with _fused_dropout(), _unpacked_batches():
-        opt, params = make_optimizer(model, setup)
+        opt, params = trace_optimizer(model, setup)
         warm_up(opt, params, setup)
         ids = torch.randint(0, arch.vocab_size, (batch_size, seq_len))
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from app.methods import parse_options
 from worker.bottleneck import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -112,7 +113,8 @@ def _adapter_grads(checkpointing: bool) -> dict[str, torch.Tensor]:
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(3)  # the down-projections' init
-    model = method.build(model, {"config": "houlsby", "reduction_factor": 8, "non_linearity": "relu"})
+    model = method.build(model, parse_options("adapters", {"config": "houlsby", "reduction_factor": 8,
+                                                           "non_linearity": "relu"}))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith("bottleneck_adapters.") for name in trainable)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 import torch
 
+from app.methods import parse_options
 from tests.helpers.method_runs import GALORE_OPTIONS, GALORE_RANK, QLORA_OPTIONS
 
 pytestmark = pytest.mark.unit
@@ -37,7 +38,8 @@ def test_freeze_with_tied_embeddings_trains_the_shared_tensor_if_either_is_asked
 
     model = freeze.build(
         _tiny_llama(tie=True),
-        {"trainable_layers": 1, "train_lm_head": lm_head, "train_embeddings": embeddings, "optimizer": "adamw"},
+        parse_options("freeze", {"trainable_layers": 1, "train_lm_head": lm_head, "train_embeddings": embeddings,
+                                 "optimizer": "adamw"}),
     )
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert model.lm_head.weight.requires_grad is shared_trains
@@ -52,7 +54,7 @@ def test_freeze_refuses_more_layers_than_the_model_has() -> None:
 
     options = {"trainable_layers": 4, "train_lm_head": True, "train_embeddings": False, "optimizer": "adamw"}
     with pytest.raises(ValueError, match="only 3 decoder layers"):
-        freeze.build(_tiny_llama(tie=False), options)
+        freeze.build(_tiny_llama(tie=False), parse_options("freeze", options))
 
 
 def test_prefix_tuning_refuses_gradient_checkpointing() -> None:
@@ -61,7 +63,7 @@ def test_prefix_tuning_refuses_gradient_checkpointing() -> None:
     model = _tiny_llama(tie=False)
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     with pytest.raises(ValueError, match="prefix tuning does not work with gradient checkpointing"):
-        prefix.build(model, {"num_virtual_tokens": 4})
+        prefix.build(model, parse_options("prefix", {"num_virtual_tokens": 4}))
 
 
 def test_prompt_tuning_prepends_positions_and_prefix_tuning_does_not() -> None:
@@ -69,8 +71,8 @@ def test_prompt_tuning_prepends_positions_and_prefix_tuning_does_not() -> None:
     from worker.methods import prefix, prompt
 
     input_ids = torch.tensor([[1, 2, 3, 4, 5]])
-    prompt_model = prompt.build(_tiny_llama(tie=False), {"num_virtual_tokens": 4, "init": "random", "init_text": None})
-    prefix_model = prefix.build(_tiny_llama(tie=False), {"num_virtual_tokens": 4})
+    prompt_model = prompt.build(_tiny_llama(tie=False), parse_options("prompt", {"num_virtual_tokens": 4}))
+    prefix_model = prefix.build(_tiny_llama(tie=False), parse_options("prefix", {"num_virtual_tokens": 4}))
     with torch.no_grad():
         assert prompt_model(input_ids=input_ids).logits.shape[1] == 5 + 4
         assert prefix_model(input_ids=input_ids).logits.shape[1] == 5
@@ -80,14 +82,15 @@ def test_qlora_refuses_a_full_precision_base() -> None:
     from worker.methods import qlora
 
     with pytest.raises(ValueError, match="base loaded in 4 bits"):
-        qlora.build(_tiny_llama(tie=False), QLORA_OPTIONS)
+        qlora.build(_tiny_llama(tie=False), parse_options("qlora", QLORA_OPTIONS))
 
 
 def test_galore_groups_project_exactly_the_target_weights() -> None:
     from worker.methods import galore
 
-    model = galore.build(_tiny_llama(tie=False), {**GALORE_OPTIONS, "target_modules": "minimal"})
-    optimizer = galore.galore_optimizer(model, {**GALORE_OPTIONS, "target_modules": "minimal"}, 1e-3, 0.01)
+    options = parse_options("galore", {**GALORE_OPTIONS, "target_modules": "minimal"})
+    model = galore.build(_tiny_llama(tie=False), options)
+    optimizer = galore.own_optimizer(model, options, 1e-3, 0.01)
     projected = [g for g in optimizer.param_groups if "rank" in g]
     assert len(projected) == 1
     group = projected[0]
@@ -108,4 +111,5 @@ def test_galore_refuses_targets_that_match_nothing() -> None:
     from worker.methods import galore
 
     with pytest.raises(ValueError, match=r"\['w_in'\] match no linear layer"):
-        galore.build(_tiny_llama(tie=False), {**GALORE_OPTIONS, "target_modules": ["q_proj", "w_in"]})
+        options = parse_options("galore", {**GALORE_OPTIONS, "target_modules": ["q_proj", "w_in"]})
+        galore.build(_tiny_llama(tie=False), options)

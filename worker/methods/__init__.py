@@ -11,7 +11,7 @@ download), and may add optional hooks the loop uses when present:
 - `load(model_path, hyperparameters, options) -> model`: load the base
   itself (QLoRA quantises it to 4 bits at load time). Without it the loop
   loads the base in float32 (`default_load`).
-- `galore_optimizer(model, options, learning_rate, weight_decay)`: build
+- `own_optimizer(model, options, learning_rate, weight_decay)`: build
   the optimiser itself (GaLore needs its own parameter groups). Without it the
   loop builds the one named by the options' `optimizer` field, else AdamW.
 - `merge(adapter_dir, base_model_path, out_dir) -> Path`: from the saved

@@ -55,7 +55,7 @@ def target_weights(model: torch.nn.Module, options: GaloreOptions) -> list[torch
     return found
 
 
-def galore_optimizer(
+def own_optimizer(
     model: torch.nn.Module, options: GaloreOptions, learning_rate: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     return galore_adamw(

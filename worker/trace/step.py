@@ -101,7 +101,7 @@ def _param_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
 
 def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     name = setup.optimizer
-    if setup.method == "galore":
+    if setup.spec.low_rank_gradients:
         import galore_torch
 
         groups = galore_param_groups(model, setup)
@@ -109,9 +109,9 @@ def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.
             return galore_torch.GaLoreAdamW8bit(groups, lr=1e-4)
         if name == "adafactor":
             return galore_torch.GaLoreAdafactor(groups, lr=1e-4, scale_parameter=False, relative_step=False)
-        from worker.methods.galore import galore_optimizer  # the job's own GaLoreAdamW
+        from worker.methods.galore import own_optimizer  # the job's own GaLoreAdamW
 
-        return galore_optimizer(model, setup.options_dict, 1e-4, 0.0)
+        return own_optimizer(model, setup.options, 1e-4, 0.0)  # type: ignore[arg-type]
     groups = _param_groups(params)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=1e-4, foreach=True)
@@ -128,7 +128,7 @@ def _optimizer(model: torch.nn.Module, setup: TrainingSetup, params: list[torch.
         return bnb.optim.AdamW8bit(groups, lr=1e-4)
 
 
-def make_optimizer(model: torch.nn.Module,
+def trace_optimizer(model: torch.nn.Module,
                    setup: TrainingSetup) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
     """The job's optimiser over the trainable parameters, as the trace (and a measured run) uses it."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -152,7 +152,7 @@ def warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], setup:
             for value in state.values():
                 if isinstance(value, torch.Tensor) and value.numel() > 1:
                     live.move(value, "paged")
-        if setup.method == "galore" and "projector" in state:
+        if setup.spec.low_rank_gradients and "projector" in state:
             state["step"] = int(setup.options_dict["update_proj_gap"])  # trace a step that recomputes the SVD
     opt.zero_grad(set_to_none=setup.gradient_accumulation == 1)
 
@@ -160,7 +160,7 @@ def warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], setup:
 def uses_autocast(setup: TrainingSetup) -> bool:
     """mixed, and QLoRA computing in bf16/fp16, run the step under autocast (as the HF Trainer's bf16=True)."""
     return setup.precision == "mixed" or (
-        setup.method == "qlora" and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"})
+        setup.spec.quantized_base and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"})
 
 
 def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
@@ -190,12 +190,12 @@ def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
     model.train()
     live = LiveBytes()
     notes: list[str] = []
-    if setup.method == "qlora":
+    if setup.spec.quantized_base:
         notes.append("traced: 4-bit base layers emulated (packed NF4 weights, transient dequantised weight)")
     b, s = setup.batch_size, setup.seq_len
     with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout(), _unpacked_batches():
         fakeify(model, live.move)
-        opt, params = make_optimizer(model, setup)
+        opt, params = trace_optimizer(model, setup)
         warm_up(opt, params, setup, live)
         for p in params:
             p.register_post_accumulate_grad_hook(lambda q: live.move(q.grad, "gradients"))

@@ -69,7 +69,7 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
 def optimizer_for(method: Method, model: torch.nn.Module, spec: TrainSpec) -> tuple[torch.optim.Optimizer, str]:
     """The method's own optimiser if it builds one (GaLore), else the one the options name."""
     hp = spec.config.hyperparameters
-    own_optimizer = getattr(method, "galore_optimizer", None)
+    own_optimizer = getattr(method, "own_optimizer", None)
     if own_optimizer is not None:
         optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
         return optimizer, str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
