@@ -94,13 +94,12 @@ def _quantize_base(model: nn.Module, setup: TrainingSetup, bytes_per_param: floa
 
 def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dtype: torch.dtype) -> nn.Module:
     """Make `model` what the job trains: frozen parts frozen, adapters in place."""
-    options = setup.options_dict
-    if setup.gradient_checkpointing and setup.method != "prefix":
+    options, spec, method = setup.options, setup.spec, setup.method
+    if setup.uses_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    method = setup.method
-    if method in {"full", "galore"}:
+    if spec.trains_base:
         return model
-    if method == "qlora":
+    if spec.quantized_base:
         from app.planner.params import nf4_bytes_per_param
 
         for param in model.parameters():
@@ -110,13 +109,13 @@ def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dty
         from worker.methods import lora
 
         model = lora.build(model, options)
-        nf4 = nf4_bytes_per_param(options.get("quant_type", "nf4"), options.get("double_quant", True))
+        nf4 = nf4_bytes_per_param(setup.options_dict["quant_type"], setup.options_dict["double_quant"])
         _quantize_base(model, setup, nf4)
         return model
     from worker.methods import get_method
 
-    if method == "prompt":
-        options = {**options, "init": "random", "init_text": None}  # same memory; no tokenizer needed
+    if spec.virtual_tokens == "prompt":
+        options = options.model_copy(update={"init": "random", "init_text": None})  # same memory; no tokenizer
     return get_method(method).build(model, options)
 
 
