@@ -5,7 +5,6 @@ kill or a cancel ends it (and anything it started) without touching the worker.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,8 +17,8 @@ from typing import Any
 
 from app.events.kinds import EventKind
 from app.models import JobStatus
+from worker.train.events import parse_line
 
-EVENT_PREFIX = "@@TUNEDECK@@ "
 
 
 @dataclass
@@ -77,16 +76,12 @@ def run_trainer(
 
 
 def _handle_line(line: str, emit: Callable[[str, dict[str, Any]], object], outcome: TrainerOutcome) -> None:
-    if not line.startswith(EVENT_PREFIX):
+    parsed = parse_line(line)
+    if parsed is None:  # plain text, or a garbled event line: a log line either way
         if line.strip():
             emit(EventKind.LOG, {"message": line})
         return
-    try:
-        event = json.loads(line[len(EVENT_PREFIX):])
-        kind, data = event["event"], event.get("data", {})
-    except (ValueError, KeyError, TypeError):
-        emit(EventKind.LOG, {"message": line})
-        return
+    kind, data = parsed
     if kind == EventKind.SUMMARY:
         outcome.summary = data
     elif kind == EventKind.ERROR:

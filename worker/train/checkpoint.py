@@ -42,6 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.jobs.checkpoints import NAME, STATE_FILE, checkpoint_name, complete_checkpoints
+from app.methods import get_spec
 from app.storage import atomic_folder, fsync_tree
 
 FORMAT_VERSION = 1
@@ -52,7 +53,10 @@ TMP_PREFIX = "tmp-"
 # Methods whose download is a small adapter folder: a checkpoint carries it too, so that
 # each checkpoint's download is usable on its own. Full-weight methods skip it (it would
 # be a second copy of every weight).
-ADAPTER_METHODS = frozenset({"lora", "dora", "qlora", "prefix", "prompt", "adapters"})
+def trains_an_adapter(method_name: str) -> bool:
+    """The method trains new weights beside a frozen base (its declaration in `app.methods`)."""
+    spec = get_spec(method_name)
+    return not (spec.trains_base or spec.trains_last_layers)
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ def save(
             save_file(trainable_state(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "step": str(step)})
             torch.save(optimizer_state(optimizer, method), tmp / OPTIMIZER_FILE)
             torch.save(rng_state(), tmp / RNG_FILE)
-            if save_adapter is not None and method_name in ADAPTER_METHODS:
+            if save_adapter is not None and trains_an_adapter(method_name):
                 save_adapter(tmp)
             fsync_tree(tmp)  # everything is on disk before state.json says the checkpoint is complete
             state = {

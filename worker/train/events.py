@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
+
+from app.events.kinds import EventKind
 
 PREFIX = "@@TUNEDECK@@ "
-EventKind = Literal["log", "metric", "summary", "error"]
-EVENT_KINDS: frozenset[str] = frozenset({"log", "metric", "summary", "error"})
+# What the training process emits: every kind but `status`, which the worker writes (app.events.kinds).
+EVENT_KINDS: frozenset[str] = frozenset(EventKind) - {EventKind.STATUS}
 
 
 def emit(kind: EventKind, data: dict[str, Any], stream: TextIO | None = None) -> None:
@@ -37,7 +39,7 @@ def _json_safe(value: Any) -> Any:
 def log(message: str, **fields: Any) -> None:
     """A log line; `fields` are structured extras the API and the page read
     (`checkpoint` {step}, `sample` {step, prompt, completion}, `resumed_from`, `stopped`)."""
-    emit("log", {"message": message, **fields})
+    emit(EventKind.LOG, {"message": message, **fields})
 
 
 def metric(
@@ -58,7 +60,7 @@ def metric(
     point after a resume (the charts' marker).
     """
     emit(
-        "metric",
+        EventKind.METRIC,
         {
             "step": step,
             "total": total,
@@ -99,11 +101,11 @@ def summary(
     }
     if probe is not None:
         data["probe"] = probe
-    emit("summary", data)
+    emit(EventKind.SUMMARY, data)
 
 
 def error(message: str, type_name: str) -> None:
-    emit("error", {"message": message, "type": type_name})
+    emit(EventKind.ERROR, {"message": message, "type": type_name})
 
 
 def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
