@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from app.methods import REGISTRY, missing_requirements
+from app.methods import missing_requirements, recorded_spec
 from worker.merge import training_record
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def _load_peft(folder: Path, base_ref: str, quantize: bool) -> torch.nn.Module:
     from peft import PeftModel
 
     config = training_record(folder).get("config") or {}
-    method = config.get("method")
-    spec = REGISTRY.get(method) if isinstance(method, str) else None
+    spec = recorded_spec(config)
     if quantize and spec is not None and spec.quantized_base and not missing_requirements(spec.name):
         from worker.methods.qlora import load_quantized
 

@@ -32,6 +32,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 
 from app.catalog.trust import remote_code_allowed
+from app.methods import recorded_spec
 from app.storage import atomic_folder
 from worker.methods import float32_base
 
@@ -90,7 +91,8 @@ def merged_model(adapter_dir: Path, base_model_path: str) -> PreTrainedModel:
     from peft import PeftModel
 
     config = training_record(adapter_dir).get("config") or {}
-    if config.get("method") == "qlora":
+    spec = recorded_spec(config)
+    if spec is not None and spec.quantized_base:
         base = dequantized_base(base_model_path, config.get("method_config") or {})
     else:
         base = float32_base(base_model_path)

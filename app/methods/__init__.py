@@ -27,12 +27,13 @@ REGISTRY: dict[str, MethodSpec] = {
                  prefix.SPEC, prompt.SPEC)
 }
 METHODS: tuple[str, ...] = tuple(REGISTRY)
+DEFAULT_METHOD = "lora"  # what the form starts with: the method most fine-tuning guides begin with
 METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in REGISTRY.items()}
 METHOD_OPTIONS: dict[str, type[MethodOptions]] = {name: spec.options for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "METHODS", "METHOD_LABELS", "METHOD_OPTIONS", "REGISTRY", "TARGET_PRESETS", "MethodError", "MethodOptions",
-    "MethodSpec", "check_against", "check_seq_len", "missing_requirements", "get_spec", "parse_options", "resolve_targets", "targets_in",
+    "DEFAULT_METHOD", "METHODS", "METHOD_LABELS", "METHOD_OPTIONS", "REGISTRY", "TARGET_PRESETS", "MethodError", "MethodOptions",
+    "MethodSpec", "check_against", "check_seq_len", "missing_requirements", "recorded_spec", "get_spec", "parse_options", "resolve_targets", "targets_in",
 ]
 
 
@@ -47,6 +48,13 @@ def get_spec(name: str) -> MethodSpec:
 def missing_requirements(method: str) -> list[str]:
     """The Python modules `method` needs that this installation lacks (QLoRA: bitsandbytes)."""
     return [name for name in get_spec(method).requires if importlib.util.find_spec(name) is None]
+
+
+def recorded_spec(config: dict[str, Any]) -> MethodSpec | None:
+    """The declaration of the method a download's training record names; None for a folder
+    without one (trained elsewhere, or by an older version)."""
+    method = config.get("method")
+    return REGISTRY.get(method) if isinstance(method, str) else None
 
 
 def parse_options(method: str, value: MethodOptions | dict[str, Any] | None) -> MethodOptions:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from app.methods import get_spec
+from app.methods import DEFAULT_METHOD, get_spec
 
 SEQ_LEN = 512
 BATCH_SIZE = 1
@@ -32,7 +32,7 @@ class Hyperparameters(BaseModel):
 
     max_steps: int | None = Field(None, ge=1, le=1_000_000, description="Optimizer steps to run")
     epochs: float | None = Field(None, gt=0, le=100, description="Passes over the dataset (instead of max_steps)")
-    learning_rate: LearningRate = get_spec("lora").learning_rate
+    learning_rate: LearningRate = get_spec(DEFAULT_METHOD).learning_rate
     batch_size: BatchSize = BATCH_SIZE
     seq_len: SeqLen = SEQ_LEN
     gradient_accumulation: GradientAccumulation = GRADIENT_ACCUMULATION

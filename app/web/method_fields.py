@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from app.methods import METHOD_OPTIONS, TARGET_PRESETS
+from app.methods import DEFAULT_METHOD, METHOD_OPTIONS, TARGET_PRESETS
 from app.schemas.hyperparameters import MAX_STEPS, hyperparameters_for
 
 LABELS = {"r": "Rank (r)", "alpha": "Alpha", "init_text": "Init text", "use_rslora": "Rank-stabilised scaling",
@@ -73,10 +73,10 @@ def method_config_from_form(method: str, form: dict[str, str]) -> dict[str, Any]
     return config
 
 
-def hyperparameter_fields(names: tuple[str, ...], method: str = "lora") -> list[FormField]:
+def hyperparameter_fields(names: tuple[str, ...], method: str = DEFAULT_METHOD) -> list[FormField]:
     """Number inputs for training settings, with the schema's defaults (the learning rate: the method's own)
     and hints; optional ones start empty."""
-    model = hyperparameters_for(method if method in METHOD_OPTIONS else "lora")
+    model = hyperparameters_for(method if method in METHOD_OPTIONS else DEFAULT_METHOD)
     fields = []
     for name in names:
         info = model.model_fields[name]

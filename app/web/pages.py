@@ -15,7 +15,7 @@ from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_dat
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
-from app.methods import METHOD_LABELS, METHODS, missing_requirements
+from app.methods import DEFAULT_METHOD, METHOD_LABELS, METHODS, missing_requirements
 from app.web.method_fields import hyperparameter_fields, option_fields
 from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, TRAINING_FIELDS, body_from_form, field_for, validation_messages
 from app.web.job_stream import page_frames
@@ -31,7 +31,7 @@ router.include_router(models_page.router)  # /models: the models page and its tr
 
 def _options_context(method: str, values: dict[str, str] | None = None,
                      errors: dict[str, str] | None = None) -> dict[str, Any]:
-    method = method if method in METHODS else "lora"
+    method = method if method in METHODS else DEFAULT_METHOD
     return {
         "method": method,
         "method_label": METHOD_LABELS[method],
@@ -45,7 +45,7 @@ def _options_context(method: str, values: dict[str, str] | None = None,
 
 def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {
-        **_options_context((values or {}).get("method", "lora"), values, errors),
+        **_options_context((values or {}).get("method", DEFAULT_METHOD), values, errors),
         "models": list_models(),
         "datasets": list_datasets(session, user),
         "methods": METHODS,
@@ -83,7 +83,7 @@ def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HT
 
 
 @router.get("/jobs/new/options", response_class=HTMLResponse)
-def method_options(request: Request, method: str = "lora") -> HTMLResponse:
+def method_options(request: Request, method: str = DEFAULT_METHOD) -> HTMLResponse:
     """The options fieldset of one method, swapped in when the Method field changes."""
     return templates.TemplateResponse(request, "partials/method_options.html", _options_context(method))
 

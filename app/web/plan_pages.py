@@ -22,6 +22,7 @@ from starlette.datastructures import FormData, QueryParams
 from app.api.deps import AdminUser, CatalogDep, CurrentUser, JobDep, ReopenedPlanDep, SessionDep, get_dataset_tokens
 from app.catalog.models import list_models
 from app.datasets.crud import list_datasets
+from app.methods import DEFAULT_METHOD
 from app.planner.architecture import ArchitectureError
 from app.planner.catalog_forms import gpu_from_form, model_from_form
 from app.planner.db_catalog import DbCatalog, save_gpu, save_model
@@ -123,7 +124,7 @@ async def plan_fit(request: Request, user: CurrentUser, catalog: CatalogDep) -> 
     values = _values(await request.form())
     try:
         base = plan_request_from_form(values, "instant").model_dump(exclude_none=True)
-        base.update(methods=[values.get("fit_method") or "lora"], gpus=[values.get("fit_gpu") or ""])
+        base.update(methods=[values.get("fit_method") or DEFAULT_METHOD], gpus=[values.get("fit_gpu") or ""])
         body = FitRequest.model_validate(base)
         arch = resolve_architecture(body, catalog)
         setup = build_setup(body, body.methods[0], arch)
