@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Commands whose code is the worker's (torch, transformers): this process hands them to worker.cli.
-WORKER_COMMANDS = ("init-demo", "generate")
+WORKER_COMMANDS = ("init-demo", "generate", "import-model")
 
 
 def migrate() -> None:
@@ -156,7 +156,7 @@ def accounts(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every `tunedeck` command and its flags (worker.cli parses its own two with this too)."""
+    """Every `tunedeck` command and its flags (worker.cli parses its own, WORKER_COMMANDS, with this too)."""
     parser = argparse.ArgumentParser(prog="tunedeck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run Redis, the API and a worker on this machine")
@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--base", help="base model folder or hub id (default: from the adapter)")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=32)
+    imp = sub.add_parser("import-model", help="convert a GGUF file into a model folder (dequantised to float32)")
+    imp.add_argument("--gguf", required=True, type=Path, help="path of the .gguf file")
+    imp.add_argument("--name", help="model folder name (default: the file name without its quantisation tag)")
     return parser
 
 

@@ -1,6 +1,7 @@
-"""The `tunedeck` commands whose code is the worker's: `init-demo` and `generate` (torch, transformers).
+"""The `tunedeck` commands whose code is the worker's: `init-demo`, `generate` and `import-model`
+(torch, transformers).
 
-`tunedeck` (app.cli) parses every command; these two it hands to this module
+`tunedeck` (app.cli) parses every command; these it hands to this module
 (`python -m worker.cli <the same arguments>`), since app/ imports nothing
 from worker/. Same parser, same flags, same output.
 """
@@ -30,6 +31,19 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_model(args: argparse.Namespace) -> int:
+    from app.storage import models_dir
+    from worker.gguf_import import GgufImportError, import_gguf
+
+    try:
+        folder = import_gguf(args.gguf, models_dir(), args.name, progress=lambda line: print(line, flush=True))
+    except GgufImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -39,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-demo":
         init_demo_model()
         return 0
+    if args.command == "import-model":
+        return import_model(args)
     return generate(args)
 
 
