@@ -25,6 +25,7 @@ from tests.helpers.artifact_probe import probe_in_fresh_process
 from tests.helpers.method_runs import (
     CASES,
     GALORE_RANK,
+    PROBE_TOLERANCE,
     STEPS,
     MethodRun,
     assert_succeeded,
