@@ -85,7 +85,8 @@ def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HT
 @router.get("/jobs/new/options", response_class=HTMLResponse)
 def method_options(request: Request, method: str = DEFAULT_METHOD) -> HTMLResponse:
     """The options fieldset of one method, swapped in when the Method field changes."""
-    return templates.TemplateResponse(request, "partials/method_options.html", _options_context(method))
+    return templates.TemplateResponse(request, "partials/method_options.html",
+                                      {**_options_context(method), "swap_learning_rate": True})
 
 
 @router.post("/jobs", response_class=HTMLResponse)
