@@ -16,7 +16,7 @@ run: venv assets
 	$(VENV)/bin/tunedeck up
 
 test: venv assets test-deps
-	$(PY) -m pytest -q -p no:cacheprovider --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --durations=30
 
 venv: $(VENV)/.installed
 

@@ -15,6 +15,28 @@ from tests.helpers.stack import Stack, running_stack
 # `browser` and `page` (headless Chromium, logged in) for the page tests; `postgres_database`.
 pytest_plugins = ["tests.helpers.browser", "tests.helpers.postgres"]
 
+# Modules reading the same once-per-process method runs (tests.helpers.method_runs): one xdist worker.
+SHARE_METHOD_RUNS = frozenset({"test_trainer_methods.py", "test_merge.py", "test_generate_cli.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """Under `-n N --dist loadscope` (make test) each test module runs on one xdist worker, so its
+    module-scoped fixtures (private stacks, trained runs) start once; SHARE_METHOD_RUNS go together.
+
+    (xdist's own `loadgroup` cannot do this on pytest 9: it renames items through `_nodeid`, which
+    pytest no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "method-runs" if Path(module).name in SHARE_METHOD_RUNS else module
+
+    return ModuleScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
