@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from app.field_problem import FieldProblem
 from app.planner.architecture import Architecture
 
 TARGET_PRESETS: dict[str, list[str]] = {
@@ -26,13 +27,8 @@ ADAPTER_LR = 2e-4  # LoRA-family and bottleneck adapters (the QLoRA paper, peft'
 FULL_LR = 2e-5  # every base weight trains: an order of magnitude lower
 
 
-class MethodError(ValueError):
+class MethodError(FieldProblem):
     """The model cannot take the method as configured; `field` names the option to fix."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class MethodOptions(BaseModel):

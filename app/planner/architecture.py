@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from app.field_problem import FieldProblem
+
 # Model types whose decoder layer is Llama's (RMSNorm, SwiGLU MLP with gate/up/down,
 # separate q/k/v/o projections). Qwen2 adds q/k/v biases; Mistral a sliding window.
 LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo2", "granite"})
@@ -32,13 +34,8 @@ DEFAULT_LIMIT = 1 << 24
 TIED_BY_DEFAULT: dict[str, bool] = {"gemma2": True}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(FieldProblem):
     """A config.json the estimator cannot use; `field` is the config.json key to fix."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class Architecture(BaseModel):

@@ -5,7 +5,6 @@ the same runs' merged folders and downloads rather than training their own.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.assets import shared_assets
-from tests.helpers.trainer import Run, run_trainer
+from tests.helpers.trainer import Run, run_trainer, write_spec
 
 STEPS = 12
 BATCH_SIZE = 4
@@ -112,27 +111,8 @@ def write_method_spec(
     job_dir: Path, model: Path, dataset: Path, method: str, method_config: dict[str, Any],
     merged_dir: Path | None = None, **hyperparameters: Any
 ) -> Path:
-    job_dir.mkdir(parents=True, exist_ok=True)
-    hp: dict[str, Any] = {
-        "max_steps": STEPS, "epochs": None, "learning_rate": 1e-3, "batch_size": BATCH_SIZE, "seq_len": SEQ_LEN,
-        "gradient_accumulation": 1, "warmup_steps": 0, "weight_decay": 0.0, "seed": 42, "log_every": 1,
-        "gradient_checkpointing": False,
-    }
-    hp.update(hyperparameters)
-    spec = {
-        "job_id": job_dir.name,
-        "model_path": str(model),
-        "dataset_path": str(dataset),
-        "output_dir": str(job_dir / "artifact"),
-        "merged_dir": str(merged_dir) if merged_dir is not None else None,
-        "config": {
-            "model": "demo", "dataset": "demo", "method": method, "hyperparameters": hp,
-            "method_config": method_config,
-        },
-    }
-    path = job_dir / "spec.json"
-    path.write_text(json.dumps(spec), encoding="utf-8")
-    return path
+    return write_spec(job_dir, model, dataset, method=method, method_config=method_config, merged_dir=merged_dir,
+                      **{"max_steps": STEPS, "batch_size": BATCH_SIZE, "seq_len": SEQ_LEN, **hyperparameters})
 
 
 def assert_succeeded(run: Run) -> None:

@@ -32,7 +32,13 @@ class Run:
         return [data for k, data in self.events if k == kind]
 
 
-def write_spec(job_dir: Path, model: Path, dataset: Path, **hyperparameters: Any) -> Path:
+LORA_CONFIG: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "attention"}
+
+
+def write_spec(job_dir: Path, model: Path, dataset: Path, *, method: str = "lora",
+               method_config: dict[str, Any] | None = None, merged_dir: Path | None = None,
+               **hyperparameters: Any) -> Path:
+    """A job spec as the worker writes it (a LoRA job on the demo unless told otherwise)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     hp: dict[str, Any] = {
         "max_steps": STEPS, "epochs": None, "learning_rate": LEARNING_RATE, "batch_size": 8, "seq_len": 128,
@@ -45,9 +51,10 @@ def write_spec(job_dir: Path, model: Path, dataset: Path, **hyperparameters: Any
         "model_path": str(model),
         "dataset_path": str(dataset),
         "output_dir": str(job_dir / "artifact"),
+        "merged_dir": str(merged_dir) if merged_dir is not None else None,
         "config": {
-            "model": "demo", "dataset": "demo", "method": "lora", "hyperparameters": hp,
-            "method_config": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "attention"},
+            "model": "demo", "dataset": "demo", "method": method, "hyperparameters": hp,
+            "method_config": LORA_CONFIG if method_config is None else method_config,
         },
     }
     path = job_dir / "spec.json"
