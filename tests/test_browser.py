@@ -154,12 +154,16 @@ def test_a_good_upload_is_selected_in_the_dataset_control(page: Page, stack) -> 
     expect(selected).to_contain_text("50 rows")
 
 
-def test_the_jobs_list_shows_the_job_with_its_status_badge(page: Page, stack) -> None:  # type: ignore[no-untyped-def]
+def _submit(stack, name: str, max_steps: int) -> str:  # type: ignore[no-untyped-def]
+    """A job submitted through the API, as another client of the same user would."""
     with stack.client() as client:
-        created = client.post("/api/v1/jobs", json=job_body(
-            name="browser-list-job", hyperparameters={"max_steps": 3}))
+        created = client.post("/api/v1/jobs", json=job_body(name=name, hyperparameters={"max_steps": max_steps}))
         assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
+        return str(created.json()["id"])
+
+
+def test_the_jobs_list_shows_the_job_with_its_status_badge(page: Page, stack) -> None:  # type: ignore[no-untyped-def]
+    job_id = _submit(stack, "browser-list-job", max_steps=3)
 
     page.goto("/jobs")
     page.evaluate("window.__marker = 1")
@@ -180,11 +184,7 @@ def test_the_jobs_list_shows_the_job_with_its_status_badge(page: Page, stack) ->
 
 
 def test_cancel_from_the_job_page_swaps_the_status_and_hides_the_button(page: Page, stack) -> None:  # type: ignore[no-untyped-def]
-    with stack.client() as client:
-        created = client.post("/api/v1/jobs", json=job_body(
-            name="browser-cancel-job", hyperparameters={"max_steps": 5000}))
-        assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
+    job_id = _submit(stack, "browser-cancel-job", max_steps=5000)
 
     page.goto(f"/jobs/{job_id}")
     page.evaluate("window.__marker = 1")
