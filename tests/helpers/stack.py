@@ -145,9 +145,7 @@ def running_stack(data_dir: Path, *, workers: Sequence[WorkerSpec] = ONE_WORKER,
     try:
         stack.start_redis()
         stack.run_cli("migrate")
-        # A lone worker builds the demo model itself before it reports ready (worker.tasks), as under
-        # `tunedeck up`; a separate `init-demo` would only import torch once more.
-        if build_demo and len(workers) != 1:
+        if build_demo:
             stack.run_cli("init-demo")
         for name, queues, extra_env in workers:
             stack.start_worker(name, queues, extra_env)
