@@ -6,16 +6,20 @@ under these names. Configured for long jobs that must not be lost
 (RELIABILITY.md §2.4): late acks and re-delivery when a worker dies, one task
 at a time per worker, JSON only (never pickle).
 
-Importing this module imports neither celery nor torch (the API imports it
-through app.routing); the client is built on first use, from app.settings.
+Celery is imported here, at module level: importing it for the first time from
+several request threads at once fails inside celery's lazy module ("cannot
+import name 'Celery'"), which answered 500 to concurrent submissions. The
+client itself is built on first use, from app.settings.
 """
 from __future__ import annotations
 
+import threading
 from functools import cache
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from celery import Celery
+from celery import Celery
+from kombu import Queue
+
+_CLIENT_LOCK = threading.Lock()
 
 # Task names: the message says which task, and carries only ids and plain JSON.
 RUN_JOB_TASK = "tunedeck.run_job"
@@ -35,9 +39,6 @@ VISIBILITY_TIMEOUT = 24 * 3600
 
 
 def make_celery() -> Celery:
-    from celery import Celery
-    from kombu import Queue
-
     from app.settings import get_settings
 
     settings = get_settings()
@@ -68,8 +69,11 @@ def make_celery() -> Celery:
 
 @cache
 def celery_client() -> Celery:
-    """This process's Celery app (one per process: the worker runs the same object)."""
-    return make_celery()
+    """This process's Celery app (one per process: the worker runs the same object).
+
+    Built on first use, under a lock: the API's request threads may all ask at once."""
+    with _CLIENT_LOCK:
+        return make_celery()
 
 
 __all__ = [
