@@ -63,6 +63,9 @@ def fill_job_form(page: Page, *, name: str = "", method: str = "lora", max_steps
     page.get_by_label("Model", exact=True).select_option("demo")
     page.get_by_label("Dataset", exact=True).select_option("demo")
     page.get_by_label("Method", exact=True).select_option(method)
+    # The method's options (and its default learning rate) swap in over htmx: fill after they have.
+    expect(page.locator("#method.htmx-request")).to_have_count(0)
+    expect(page.locator("#method-options legend")).to_contain_text("options")
     page.get_by_label("Max steps").fill(max_steps)
     page.get_by_label("Learning rate").fill("0.001")
     page.get_by_label("Batch size").fill(batch_size)
