@@ -32,8 +32,9 @@ METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in REGISTRY.ite
 METHOD_OPTIONS: dict[str, type[MethodOptions]] = {name: spec.options for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "DEFAULT_METHOD", "METHODS", "METHOD_LABELS", "METHOD_OPTIONS", "REGISTRY", "TARGET_PRESETS", "MethodError", "MethodOptions",
-    "MethodSpec", "check_against", "check_seq_len", "missing_requirements", "recorded_spec", "get_spec", "parse_options", "resolve_targets", "targets_in",
+    "DEFAULT_METHOD", "METHODS", "METHOD_LABELS", "METHOD_OPTIONS", "REGISTRY", "TARGET_PRESETS",
+    "MethodError", "MethodOptions", "MethodSpec", "check_against", "check_seq_len", "get_spec",
+    "missing_requirements", "parse_options", "recorded_spec", "resolve_targets", "targets_in",
 ]
 
 
