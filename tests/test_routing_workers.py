@@ -48,7 +48,10 @@ def _finished(stack: Stack, job_id: str) -> dict:
             job = client.get(f"/api/v1/jobs/{job_id}").json()
         return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
-    return wait_until(done, 180, f"job {job_id} did not finish")
+    try:
+        return wait_until(done, 180, f"job {job_id} did not finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.log_tails()}") from None
 
 
 def test_each_worker_serves_the_memory_classes_its_accelerator_holds(two_gpu_workers: Stack) -> None:

@@ -25,6 +25,7 @@ from app.events.store import append_events, store_batch
 from app.events.stream import parse_entry, publish, stream_key
 from app.models import ACTIVE_STATUSES, Job, JobStatus, utcnow
 from app.settings import get_settings
+from worker.fork_guard import no_fork_inside
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Reconciler:
         redis = Redis.from_url(get_settings().resolved_redis_url, socket_timeout=5)
         while not self._stop.wait(get_settings().reconcile_seconds):
             try:
-                reconcile_once(redis)
+                with no_fork_inside():
+                    reconcile_once(redis)
             except Exception as exc:  # noqa: BLE001 - Redis or the database away: next round
                 log.warning("reconciler round failed: %s", exc)

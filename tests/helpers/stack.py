@@ -88,6 +88,14 @@ class Stack:
         for name in [n for n in self.procs if n != "redis"] + ["redis"]:
             self.stop(name)
 
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every process's log, for a failure message CI prints (the files are gone after)."""
+        parts = []
+        for name, path in self.logs.items():
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            parts.append(f"--- {name}.log (last {len(text)} lines) ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
     def wait_for_workers(self, count: int = 1, timeout: float = 90) -> None:
         def ready() -> bool:
             try:
