@@ -63,3 +63,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApi]:
     demo_model, _ = shared_assets(tmp_path_factory)
     with local_api(tmp_path_factory.mktemp("api"), demo_model) as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct converted from the bundled GGUF (shared, read-only; see tests/helpers/smollm2.py)."""
+    from tests.helpers.smollm2 import smollm2_folder
+
+    return smollm2_folder()
