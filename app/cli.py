@@ -12,7 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Commands whose code is the worker's (torch, transformers): this process hands them to worker.cli.
-WORKER_COMMANDS = ("init-demo", "generate", "import-model")
+WORKER_COMMANDS = ("init-demo", "init-models", "generate", "import-model")
+# Set (to anything but "" or "0") to start without converting the bundled SmolLM2 (tests' own `up` runs).
+SKIP_BUNDLED_MODEL_ENV = "TUNEDECK_SKIP_BUNDLED_MODEL"
 
 
 def migrate() -> None:
@@ -86,6 +88,18 @@ def _wait_for_api(host: str, port: int, children: list[subprocess.Popen[bytes]],
             time.sleep(0.2)
 
 
+def _init_bundled_model(env: dict[str, str]) -> None:
+    """SmolLM2-135M-Instruct, converted on the first start (before the worker: no job sees it half-made).
+
+    Never stops the start: without it (package missing, conversion failed) the demo model still works."""
+    if env.get(SKIP_BUNDLED_MODEL_ENV, "") not in ("", "0"):
+        return
+    done = subprocess.run([sys.executable, "-m", "app.cli", "init-models"], env=env, check=False)
+    if done.returncode != 0:
+        print("starting without SmolLM2-135M-Instruct (see above); `tunedeck init-models` tries again",
+              file=sys.stderr, flush=True)
+
+
 def up() -> int:
     """Embedded Redis (unless TUNEDECK_REDIS_URL is set), migrations, API and one worker."""
     from app.embedded_redis import free_port, start_redis
@@ -114,6 +128,7 @@ def up() -> int:
         _print_first_admin(env)
         print("Preparing the demo model…", flush=True)
         subprocess.run([sys.executable, "-m", "app.cli", "init-demo"], env=env, check=True)
+        _init_bundled_model(env)
         children.append(subprocess.Popen(worker_command(settings.worker_queues), env=env))
         children.append(subprocess.Popen(api_command(settings.host, settings.port), env=env))
         _wait_for_api(settings.host, settings.port, children)
@@ -175,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     create_token.add_argument("--email", required=True)
     create_token.add_argument("--name", default="created on the command line")
     sub.add_parser("init-demo", help="build the demo model under the data dir")
+    sub.add_parser("init-models", help="convert the bundled SmolLM2-135M-Instruct GGUF into a model folder "
+                                       "(once; `up` runs it unless TUNEDECK_SKIP_BUNDLED_MODEL=1)")
     gen = sub.add_parser("generate", help="load a downloaded artifact and continue a prompt")
     gen.add_argument("--adapter", required=True, help="artifact folder (or zip)")
     gen.add_argument("--base", help="base model folder or hub id (default: from the adapter)")

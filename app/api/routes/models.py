@@ -1,13 +1,14 @@
-"""Base models that can be trained, and the admin switch that lets one run its own code."""
+"""Base models that can be trained, the admin switch that lets one run its own code, and GGUF imports."""
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Path, Request
+from pydantic import BaseModel, Field
 
 from app.api.deps import AdminUser, SessionDep
-from app.catalog.models import list_models
+from app.catalog.model_imports import ImportRefused, QueueUnavailable, get_import, new_record, start_import
+from app.catalog.models import default_model_id, list_models
 from app.catalog.trust import REMOTE_CODE_WARNING, allow, revoke, trusted_ids
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -22,12 +23,50 @@ class ModelTrustPublic(BaseModel):
     warning: str | None = None
 
 
+class ModelImportCreate(BaseModel):
+    path: str = Field(min_length=1, max_length=4096, description="Absolute path of a .gguf file on the server")
+    name: str | None = Field(None, max_length=100, description="Model folder name (default: from the file name)")
+
+
+class ModelImportPublic(BaseModel):
+    id: str
+    path: str
+    name: str | None
+    state: str = Field(description="queued | running | succeeded | failed")
+    messages: list[str] = Field(description="The import's progress, one line a step")
+    error: str | None
+    model_id: str | None = Field(description="The new model's id, once succeeded")
+    created_at: float
+    updated_at: float
+
+
 @router.get("")
 def get_models(session: SessionDep) -> dict[str, Any]:
-    """The demo model and every `save_pretrained` folder under DATA_DIR/models."""
+    """The demo model and every `save_pretrained` folder under DATA_DIR/models; `default_model` for a new job."""
     trusted = trusted_ids(session)
     models = [m.public(trusted=m.id in trusted) for m in list_models()]
-    return {"data": models, "count": len(models)}
+    return {"data": models, "count": len(models), "default_model": default_model_id()}
+
+
+@router.post("/import", status_code=202, response_model=ModelImportPublic)
+async def post_model_import(body: ModelImportCreate, request: Request, admin: AdminUser) -> dict[str, Any]:
+    """Admins only: convert a GGUF file on the server into a model folder, on a worker; poll its status."""
+    try:
+        record = new_record(body.path, body.name, admin.email)
+        return await start_import(getattr(request.app.state, "redis", None), record)
+    except ImportRefused as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    except QueueUnavailable as exc:
+        raise HTTPException(503, detail=str(exc)) from None
+
+
+@router.get("/imports/{import_id}", response_model=ModelImportPublic)
+async def get_model_import(import_id: str, request: Request, admin: AdminUser) -> dict[str, Any]:
+    """Admins only: an import's state, progress lines and outcome (kept for a week)."""
+    record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    if record is None:
+        raise HTTPException(404, detail="import not found")
+    return record
 
 
 @router.put("/{model_id:path}/trust", response_model=ModelTrustPublic)
