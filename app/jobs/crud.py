@@ -16,6 +16,8 @@ from app.events.kinds import EventKind
 from app.models import TERMINAL_STATUSES, Dataset, Job, JobStatus, User, utcnow
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.job_plan import job_plan
+from app.prompts import PromptFormatError, resolve_format
+from app.prompts.tokenizer import chat_template_of, model_folder
 from app.queue import MEMORY_CLASSES
 from app.routing import NoClassFits, job_queue, live_served_queues
 from app.schemas.jobs import JobPublic, MethodJobCreate, Progress
@@ -60,6 +62,19 @@ def check_against_model(body: MethodJobCreate) -> None:
         raise FieldError(("method_config", exc.field), exc.message) from exc
 
 
+def resolve_prompt_format(body: MethodJobCreate) -> None:
+    """Store the prompt format the job will train with: the one asked for, else the model's chat template
+    when its tokenizer has one, else alpaca. A hub model's files are not read here: the trainer resolves it."""
+    folder = model_folder(body.model)
+    if folder is None:
+        return
+    try:
+        body.hyperparameters.prompt_format = resolve_format(  # type: ignore[assignment]
+            body.hyperparameters.prompt_format, chat_template_of(folder))
+    except PromptFormatError as exc:
+        raise FieldError(("hyperparameters", "prompt_format"), str(exc)) from exc
+
+
 def _plan_and_queue(session: Session, body: MethodJobCreate) -> tuple[dict[str, Any], str]:
     """The job's instant plan and its queue: the smallest GPU class the planned peak fits, or `cpu`
     where no live worker serves a GPU class (app.routing)."""
@@ -86,6 +101,7 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
             "hold out fewer (or give eval_fraction)",
         )
     check_against_model(body)
+    resolve_prompt_format(body)
     plan, queue = _plan_and_queue(session, body)
     config = body.model_dump(mode="json")
     job = Job(

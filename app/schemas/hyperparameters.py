@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from app.methods import DEFAULT_METHOD, get_spec
+from app.prompts import PromptFormat
 
 SEQ_LEN = 512
 BATCH_SIZE = 1
@@ -59,6 +60,11 @@ class Hyperparameters(BaseModel):
     sample_every: int = Field(
         0, ge=0, le=1_000_000,
         description="Steps between sample generations from a few held-out prompts (0: none)",
+    )
+    prompt_format: PromptFormat | None = Field(
+        None,
+        description="How rows become prompts: chat_template (the model's own), alpaca or plain; "
+                    "default: the chat template when the tokenizer has one, else alpaca",
     )
 
     @model_validator(mode="after")

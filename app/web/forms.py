@@ -29,6 +29,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "eval_count": ("hyperparameters", "eval_count"),
     "eval_every": ("hyperparameters", "eval_every"),
     "sample_every": ("hyperparameters", "sample_every"),
+    "prompt_format": ("hyperparameters", "prompt_format"),
 }
 # The form's training inputs, rendered from the schema's defaults and hints; the learning rate sits with
 # the method's options because its default is the method's own.

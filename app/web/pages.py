@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.events.frames import SSE_HEADERS, resume_point
-from app.catalog.models import list_models
+from app.catalog.models import DEMO_MODEL_ID, list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
@@ -24,6 +24,9 @@ from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.workers import live_workers
 from app.web import models_page
+from app.web.prompt_preview import preview_context
+from app.prompts import PROMPT_FORMATS
+from app.schemas.hyperparameters import SEQ_LEN
 
 router = APIRouter(include_in_schema=False)
 router.include_router(models_page.router)  # /models: the models page and its trust switch
@@ -43,9 +46,31 @@ def _options_context(method: str, values: dict[str, str] | None = None,
     }
 
 
+FORM_MODEL = DEMO_MODEL_ID  # the model the new-job form starts on
+FORM_DATASET = "demo"
+
+
+def _seq_len(value: str | None) -> int:
+    """The form's seq_len for the preview: the default when empty or not a number, within the schema's bounds."""
+    try:
+        return min(max(int(value or SEQ_LEN), 8), 131_072)
+    except ValueError:
+        return SEQ_LEN
+
+
+def _preview(session: Any, user: Any, values: dict[str, str]) -> dict[str, Any]:
+    model = (values.get("hub_model") or "").strip() or values.get("model") or FORM_MODEL
+    return preview_context(session, user, model, values.get("dataset") or FORM_DATASET,
+                           values.get("prompt_format") or None, _seq_len(values.get("seq_len")))
+
+
 def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         **_options_context((values or {}).get("method", DEFAULT_METHOD), values, errors),
+        "form_model": FORM_MODEL,
+        "form_dataset": FORM_DATASET,
+        "prompt_formats": PROMPT_FORMATS,
+        "preview": _preview(session, user, values or {}),
         "models": list_models(),
         "datasets": list_datasets(session, user),
         "methods": METHODS,
@@ -87,6 +112,13 @@ def method_options(request: Request, method: str = DEFAULT_METHOD) -> HTMLRespon
     """The options fieldset of one method, swapped in when the Method field changes."""
     return templates.TemplateResponse(request, "partials/method_options.html",
                                       {**_options_context(method), "swap_learning_rate": True})
+
+
+@router.get("/jobs/new/preview", response_class=HTMLResponse)
+def prompt_preview(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
+    """The dataset's first row as the chosen model and prompt format train on it, swapped in on change."""
+    preview = _preview(session, user, dict(request.query_params))
+    return templates.TemplateResponse(request, "partials/prompt_preview.html", {"preview": preview})
 
 
 @router.post("/jobs", response_class=HTMLResponse)

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from app.prompts.recorded import format_record
 from app.storage import atomic_folder
 from worker.methods import Method
 from worker.train import checkpoint, events
-from worker.train.data import BatchStream
+from worker.train.data import BatchStream, PromptTokenizer, prompt_format_of
 from worker.train.spec import TrainSpec
 
 
@@ -63,10 +64,18 @@ def training_record(spec: TrainSpec, steps: int, final_loss: float) -> dict[str,
     return {
         "job_id": spec.job_id,
         "base_model": spec.model_path,
+        "base_model_id": spec.config.model,
+        "method": spec.config.method,
         "config": spec.config.model_dump(mode="json"),
         "steps": steps,
         "final_loss": final_loss,
     }
+
+
+def prompt_record(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> dict[str, object]:
+    """The prompt format the run trained with, resolved, and the chat template that renders it."""
+    prompt_format = prompt_format_of(tokenizer, spec.config.hyperparameters.prompt_format)
+    return format_record(prompt_format, PromptTokenizer(tokenizer).chat_template)
 
 
 def save_artifact(
@@ -76,7 +85,18 @@ def save_artifact(
     spec: TrainSpec,
     record: dict[str, object],
 ) -> Path:
-    """The method's artifact, the tokenizer and the training record, written atomically to `output_dir`."""
+    """The method's artifact, the tokenizer and the training record, written atomically to `output_dir`.
+
+    The tokenizer is saved with the chat template of the prompt format the run trained with (the
+    model's own, or Alpaca's or plain's as jinja: app.prompts.recorded), so that stock transformers'
+    `apply_chat_template(..., add_generation_prompt=True)` builds the prompt training saw; the record
+    gets the resolved format and that template (and the resolved format in its hyperparameters).
+    """
+    prompt = prompt_record(spec, tokenizer)
+    config = dict(record.get("config") or {})  # type: ignore[call-overload]
+    config["hyperparameters"] = {**(config.get("hyperparameters") or {}), "prompt_format": prompt["prompt_format"]}
+    record = {**record, "config": config, **prompt}
+    tokenizer.chat_template = prompt["chat_template"]
     with atomic_folder(spec.output_dir) as tmp:
         method.save(model, tmp, spec.model_path)
         tokenizer.save_pretrained(str(tmp))

@@ -1,9 +1,12 @@
 """From normalized JSONL rows to padded training batches.
 
-Every format becomes a (prompt, response) pair, and the loss is taken on the
-response only: the model should learn to answer, not to echo instructions.
-Prompt and response are tokenized separately and concatenated, so the
-boundary between them is exact whatever the tokenizer's merges do there.
+Every row becomes (prompt, response) text in the job's prompt format
+(`chat_template`, `alpaca` or `plain`, see app.prompts), and the loss is taken
+on the response only: the model should learn to answer, not to echo
+instructions. The rendering and tokenization are `app.prompts.encode_row`,
+the very function the new-job form's preview calls, so the preview shows what
+training sees. Prompt and response are tokenized separately and concatenated,
+so the boundary between them is exact whatever the tokenizer's merges do there.
 
 Shuffling uses its own seeded generator per epoch, so the order depends on
 (seed, epoch) alone: the same job sees the same batches on every machine,
@@ -20,10 +23,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100  # the label value torch's cross_entropy skips
+from app.prompts import IGNORE_INDEX, Rendered, alpaca_pair, encode_rendered, encode_row, resolve_format
+from app.prompts.tokenizer import pick_template
 
-ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-ALPACA_PROMPT_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
+__all__ = ["IGNORE_INDEX", "Batch", "BatchStream", "Example", "collate", "encode_pair", "encode_rows",
+           "load_examples", "prompt_format_of", "prompt_ids", "read_rows", "row_to_pair", "split_holdout"]
 
 
 @dataclass(frozen=True)
@@ -41,43 +45,45 @@ class Batch:
     n_targets: int  # tokens that carry loss, for normalising it
 
 
-def _render_chat(messages: list[dict[str, str]]) -> tuple[str, str]:
-    """Everything up to the last assistant turn is context; that turn is the answer.
+class PromptTokenizer:
+    """A transformers tokenizer as `app.prompts` sees it (text to ids with no special tokens, bos, eos,
+    its chat template and named special tokens), so the trainer encodes with the form preview's code."""
 
-    Earlier assistant turns stay in the prompt without loss: simple and
-    correct, at the price of learning from one turn per conversation.
-    """
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    context = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages[:last])
-    return context + "<|assistant|>\n", messages[last]["content"]
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.bos_token_id: int | None = tokenizer.bos_token_id
+        self.eos_token_id: int | None = tokenizer.eos_token_id
+        self.chat_template: str | None = pick_template(getattr(tokenizer, "chat_template", None))
+        self.special_tokens: dict[str, str] = dict(tokenizer.special_tokens_map)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_format_of(tokenizer: PreTrainedTokenizerBase, requested: str | None) -> str:
+    """The job's prompt format, resolved: the one asked for, else the chat template if any, else alpaca."""
+    return resolve_format(requested, PromptTokenizer(tokenizer).chat_template)
 
 
 def row_to_pair(row: dict[str, Any]) -> tuple[str, str]:
-    """Turn one row in any supported format into (prompt, response) text."""
-    if "instruction" in row:
-        extra = row.get("input") or ""
-        template = ALPACA_PROMPT if extra.strip() else ALPACA_PROMPT_NO_INPUT
-        return template.format(instruction=row["instruction"], input=extra), row["output"]
-    if "prompt" in row:
-        return row["prompt"], row["completion"]
-    if "messages" in row:
-        return _render_chat(row["messages"])
-    if "text" in row:
-        return "", row["text"]
-    raise ValueError(f"row has no known format (fields: {', '.join(sorted(row))})")
+    """One row in the Alpaca format as (prompt, response) text (`app.prompts.alpaca_pair`)."""
+    return alpaca_pair(row)
 
 
 def encode_pair(
     tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, seq_len: int
 ) -> Example:
     """bos + prompt + response + eos, cut to seq_len; loss on response and eos only."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    input_ids = bos + prompt_ids + response_ids + eos
-    labels = [IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + response_ids + eos
-    return Example(input_ids=input_ids[:seq_len], labels=labels[:seq_len])
+    rendered = Rendered(prompt, response, bos=True, eos=True)
+    return Example(*encode_rendered(PromptTokenizer(tokenizer), rendered, seq_len))
+
+
+def encode_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, seq_len: int,
+                prompt_format: str) -> list[Example]:
+    """Every row in `prompt_format` (resolved) with `app.prompts.encode_row`, the form preview's function."""
+    view = PromptTokenizer(tokenizer)
+    return [Example(*encode_row(view, row, prompt_format, seq_len, view.chat_template, view.special_tokens))
+            for row in rows]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -86,7 +92,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def load_examples(
-    path: Path, tokenizer: PreTrainedTokenizerBase, seq_len: int
+    path: Path, tokenizer: PreTrainedTokenizerBase, seq_len: int, prompt_format: str = "alpaca"
 ) -> tuple[list[Example], int]:
     """Encode the dataset; returns the examples and how many were dropped.
 
@@ -95,8 +101,7 @@ def load_examples(
     """
     examples: list[Example] = []
     dropped = 0
-    for row in read_rows(path):
-        example = encode_pair(tokenizer, *row_to_pair(row), seq_len)
+    for example in encode_rows(read_rows(path), tokenizer, seq_len, prompt_format):
         # Position 0 is never a target after the shift, so count from 1.
         if any(label != IGNORE_INDEX for label in example.labels[1:]):
             examples.append(example)

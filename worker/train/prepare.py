@@ -15,7 +15,7 @@ from app.catalog.trust import remote_code_allowed
 from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import build_optimizer
 from worker.train import checkpoint, events
-from worker.train.data import BatchStream, Example, load_examples, split_holdout
+from worker.train.data import BatchStream, Example, load_examples, prompt_format_of, split_holdout
 from worker.train.spec import TrainSpec
 
 
@@ -54,7 +54,10 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
     hp = spec.config.hyperparameters
     # Padding never reaches the loss or attention, so any id will do when there is no pad token.
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len)
+    prompt_format = prompt_format_of(tokenizer, hp.prompt_format)
+    events.log(f"Prompt format: {prompt_format}" + ("" if hp.prompt_format else
+               " (the default: the model's chat template when its tokenizer has one, else alpaca)"))
+    examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len, prompt_format)
     examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
     total_steps = hp.total_steps(len(examples))
     events.log(
