@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from app.cli import SKIP_BUNDLED_MODEL_ENV
 from app.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,7 @@ class Up:
             "TUNEDECK_PORT": str(self.port),
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
+            SKIP_BUNDLED_MODEL_ENV: "1",  # the start-and-stop checks here need not convert SmolLM2 (40 s) each
         })
         # Its own session: a terminal's Ctrl-C goes to the whole foreground
         # process group, and the tests send it the same way.
