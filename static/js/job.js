@@ -4,22 +4,36 @@
 (function () {
   "use strict";
 
-  // One chart per element with data-metrics="key[,key]"; series share the step axis.
+  // One chart per element with data-metrics="key[,key]"; series share the step axis. Keys also named in
+  // data-percent="key[,key]" are fractions (0..1): drawn as 0-100 % on an axis of their own, on the right.
   var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
 
   function makeChart(el) {
     var keys = el.dataset.metrics.split(",");
     var labels = (el.dataset.labels || el.dataset.metrics).split(",");
+    var percent = (el.dataset.percent || "").split(",").filter(Boolean);
     var data = [[]].concat(keys.map(function () { return []; }));
     var resumed = [];
     var series = [{ label: "step" }].concat(keys.map(function (key, i) {
-      return { label: labels[i], stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true };
+      var line = { label: labels[i], stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true };
+      if (percent.indexOf(key) >= 0) {
+        line.scale = "percent";
+        line.points = { show: true };  // evaluation points are sparse: show each one
+        line.value = function (u, v) { return v === null || v === undefined ? "—" : v.toFixed(1) + " %"; };
+      }
+      return line;
     }));
+    var scales = { x: { time: false } };
+    var axes = [{ label: "step" }, { label: el.dataset.unit || "" }];
+    if (percent.length) {
+      scales.percent = { auto: false, range: [0, 100] };
+      axes.push({ scale: "percent", side: 1, label: "%", grid: { show: false } });
+    }
     var plot = new uPlot({
       width: Math.max(el.clientWidth, 280),
       height: Number(el.dataset.height || 200),
-      scales: { x: { time: false } },
-      axes: [{ label: "step" }, { label: el.dataset.unit || "" }],
+      scales: scales,
+      axes: axes,
       series: series,
       hooks: {
         draw: [function (u) {
@@ -45,7 +59,11 @@
       add: function (point) {
         // The marker first: a resumed run usually re-runs steps the killed attempt had reported.
         if (point.resumed && resumed.indexOf(point.step) < 0) resumed.push(point.step);
-        var values = keys.map(function (key) { return point[key] === undefined ? null : point[key]; });
+        var values = keys.map(function (key) {
+          var v = point[key];
+          if (v === undefined || v === null) return null;
+          return percent.indexOf(key) >= 0 ? 100 * v : v;
+        });
         if (values.every(function (v) { return v === null; })) return;
         var at = seen[point.step];
         if (at === undefined) {

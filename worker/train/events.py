@@ -56,7 +56,8 @@ def metric(
     """`step` is the 1-based optimizer step; `epoch` counts passes over the data as a fraction.
 
     `extra` carries what the loop adds: `memory_mb` and `elapsed_seconds` on
-    every point, `eval_loss` at evaluation steps, `resumed: true` on the first
+    every point, `eval_loss` and `eval_exact_match` (a fraction, 0..1; absent when
+    no held-out row has a prompt) at evaluation steps, `resumed: true` on the first
     point after a resume (the charts' marker).
     """
     emit(
@@ -85,9 +86,12 @@ def summary(
     artifact_dir: str,
     merged_dir: str | None = None,
     probe: dict[str, Any] | None = None,
+    eval_loss: float | None = None,
+    eval_exact_match: float | None = None,
 ) -> None:
     """The run's result. `merged_dir` is the merged model folder (None if the method has none);
-    `probe` is {"prompt", "next_token_logits"} of the trained model, for checking a download."""
+    `probe` is {"prompt", "next_token_logits"} of the trained model, for checking a download;
+    `eval_loss` and `eval_exact_match` are the final model's on the held-out rows (absent without them)."""
     data: dict[str, Any] = {
         "trainable_params": trainable_params,
         "total_params": total_params,
@@ -101,6 +105,10 @@ def summary(
     }
     if probe is not None:
         data["probe"] = probe
+    if eval_loss is not None:
+        data["eval_loss"] = eval_loss
+    if eval_exact_match is not None:
+        data["eval_exact_match"] = eval_exact_match
     emit(EventKind.SUMMARY, data)
 
 

@@ -11,9 +11,10 @@ Every `checkpoint_every` steps (and when SIGTERM asks it to stop) it writes
 a checkpoint (`worker.train.checkpoint`); with `resume` it continues from the
 newest one with the same weights, optimiser state, RNG states and data
 position, so a resumed run computes what the uninterrupted run would have.
-Rows held out with `eval_fraction`/`eval_count` give an evaluation loss
-every `eval_every` steps and at the end (`worker.train.evaluate`), and a few
-of their prompts are completed every `sample_every` steps
+Rows held out with `eval_fraction`/`eval_count` give an evaluation loss and
+the exact match of greedy completions every `eval_every` steps and at the end
+(`worker.train.evaluate`; the summary carries the final pair), and a few of
+their prompts are completed every `sample_every` steps
 (`worker.train.samples`). Every metric point carries `memory_mb` and
 `elapsed_seconds`.
 
@@ -41,7 +42,7 @@ from transformers.utils import logging as hf_logging
 from worker.train import events
 from worker.train.artifacts import Checkpoints, save_artifact, save_merged, training_record
 from worker.train.data import Batch
-from worker.train.evaluate import eval_loss
+from worker.train.evaluate import held_out_scores
 from worker.train.faults import Fault, inject_fault, parse_fault  # noqa: F401 - Fault: tests import it from here
 from worker.train.loss import summed_loss
 from worker.train.prepare import load_data, load_model, optimizer_for, starting_point
@@ -123,6 +124,7 @@ def train(spec: TrainSpec) -> Path:
         raise Stopped(start.step)
     model.train()
     meter, resumed, loss_value = Meter(elapsed_before=start.elapsed_seconds), start.resumed, start.loss
+    final_eval: dict[str, float | None] = {}  # the last evaluation's scores, for the summary
     for step in range(start.step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
@@ -135,9 +137,10 @@ def train(spec: TrainSpec) -> Path:
         last = step == total_steps
         evaluate = bool(held_out) and (last or (hp.eval_every > 0 and step % hp.eval_every == 0))
         if step % hp.log_every == 0 or last or evaluate:
-            held_out_loss = eval_loss(model, held_out, hp.batch_size, data.pad_id, device) if evaluate else None
+            if evaluate:
+                final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
             report_progress(meter, step=step, total=total_steps, learning_rate=lr, grad_norm=grad_norm,
-                            epoch=stream.epoch, device=device, eval_loss=held_out_loss, resumed=resumed)
+                            epoch=stream.epoch, device=device, resumed=resumed, **(final_eval if evaluate else {}))
             resumed = False  # only the first point after a resume is marked
         if sample_prompts and (step % hp.sample_every == 0 or last):
             log_samples(model, tokenizer, sample_prompts, device, step, stop)
@@ -152,6 +155,8 @@ def train(spec: TrainSpec) -> Path:
                        stopped={"step": step})
             raise Stopped(step)
 
+    if held_out and not final_eval:  # resumed from a checkpoint of the last step: nothing was evaluated yet
+        final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
     probe = {"prompt": PROBE_PROMPT, "next_token_logits": probe_logits(model, tokenizer, device)}
     artifact = save_artifact(method, model, tokenizer, spec, training_record(spec, total_steps, loss_value))
     events.log(f"Saved {spec.config.method} artifact to {artifact}")
@@ -162,5 +167,6 @@ def train(spec: TrainSpec) -> Path:
     merged = save_merged(method, artifact, spec)
     events.summary(trainable_params=trainable, total_params=total_params, peak_memory_bytes=peak,
                    final_loss=loss_value, tokens_per_second=meter.run_tokens_per_second(), steps=total_steps,
-                   artifact_dir=str(artifact), merged_dir=str(merged) if merged is not None else None, probe=probe)
+                   artifact_dir=str(artifact), merged_dir=str(merged) if merged is not None else None, probe=probe,
+                   **final_eval)
     return artifact

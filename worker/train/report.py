@@ -114,13 +114,15 @@ class Meter:
 
 def report_progress(
     meter: Meter, *, step: int, total: int, learning_rate: float, grad_norm: float, epoch: float,
-    device: torch.device, eval_loss: float | None, resumed: bool,
+    device: torch.device, resumed: bool, eval_loss: float | None = None, eval_exact_match: float | None = None,
 ) -> None:
     """One metric point and its log line, averaged over the steps since the last one (then reset)."""
     mean_loss = meter.loss / meter.steps
     extra: dict[str, object] = {}
     if eval_loss is not None:
         extra["eval_loss"] = eval_loss
+    if eval_exact_match is not None:
+        extra["eval_exact_match"] = eval_exact_match
     if resumed:
         extra["resumed"] = True  # the first point after a resume: the charts mark it
     events.metric(
@@ -138,6 +140,7 @@ def report_progress(
     events.log(
         f"Step {step}/{total} loss {mean_loss:.4f} lr {learning_rate:.2e} grad norm {grad_norm:.3f}"
         + (f" eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+        + (f" exact match {100 * eval_exact_match:.1f}%" if eval_exact_match is not None else "")
     )
     meter.loss, meter.tokens, meter.seconds, meter.steps = 0.0, 0, 0.0, 0
 
