@@ -15,6 +15,14 @@ Accepts every download the job page offers, as a folder or as its zip:
   `config.json`, loaded with `AutoModelForCausalLM.from_pretrained`.
 
 `--base` overrides the base model an adapter names.
+
+The prompt is a plain user message: a download records the prompt format it
+was trained with (`prompt_format` in `tunedeck_training.json`, and the chat
+template its tokenizer is saved with: the model's own, or Alpaca's or plain's,
+see app.prompts.recorded), so the message goes through that chat template with
+its generation prompt, exactly as the README's loading example does. A folder
+without that record (older downloads) continues the prompt text as given, as
+does `raw=True`.
 """
 from __future__ import annotations
 
@@ -24,9 +32,10 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from app.methods import missing_requirements, recorded_spec
 from worker.merge import training_record
@@ -117,13 +126,22 @@ def load_artifact(
     raise ArtifactError(f"{folder} has neither adapter_config.json nor config.json")
 
 
-def generate_text(artifact: str, base: str | None, prompt: str, max_new_tokens: int = 32) -> str:
+def prompt_inputs(folder: Path, tokenizer: PreTrainedTokenizerBase, message: str, raw: bool = False) -> Any:
+    """The model's input for a user message: through the recorded format's chat template, or as text."""
+    if raw or not training_record(folder).get("prompt_format") or not tokenizer.chat_template:
+        return tokenizer(message, return_tensors="pt")
+    return tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                         return_tensors="pt", return_dict=True)
+
+
+def generate_text(artifact: str, base: str | None, prompt: str, max_new_tokens: int = 32, raw: bool = False) -> str:
+    """The greedy answer to `prompt` (a user message in the recorded format; the text itself with `raw`)."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = _unpacked(Path(artifact), Path(scratch))
         model, tokenizer_dir = load_artifact(folder, base)
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         device = next(model.parameters()).device
-        inputs = tokenizer(prompt, return_tensors="pt").to(device)
+        inputs = prompt_inputs(folder, tokenizer, prompt, raw).to(device)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
