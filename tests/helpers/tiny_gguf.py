@@ -76,3 +76,4 @@ def tiny_llama_gguf(folder: Path, file_name: str = FILE_NAME) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
