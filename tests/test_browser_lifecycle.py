@@ -1,5 +1,6 @@
 """Issue 5 in a real headless Chromium: a job launched from the form with a held-out split,
-samples and checkpoints shows evaluation loss on its chart, samples, checkpoints (one downloaded)
+samples and checkpoints shows evaluation loss and exact match on its chart (and the final exact match in
+its summary), samples, checkpoints (one downloaded)
 and a timeline, all without a reload; the workers page lists the worker."""
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_evaluation_samples_checkpoints_and_timeline_arrive_live(page: Page, tmp
     expect(loss_chart).to_have_attribute("data-points", str(STEPS), timeout=30_000)
     # Evaluation every 5 steps of 20 (and at the end, which is step 20): 4 points.
     expect(loss_chart).to_have_attribute("data-count-eval_loss", str(STEPS // EVERY))
+    expect(loss_chart).to_have_attribute("data-count-eval_exact_match", str(STEPS // EVERY))  # same points, % axis
+    expect(page.locator("#summary #eval-exact-match")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=30_000)
     expect(page.locator('[aria-label="Memory chart"]')).to_have_attribute("data-count-memory_mb", str(STEPS))
 
     samples = page.locator("#samples article.sample")
