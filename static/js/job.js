@@ -19,7 +19,7 @@
       if (percent.indexOf(key) >= 0) {
         line.scale = "percent";
         line.points = { show: true };  // evaluation points are sparse: show each one
-        line.value = function (u, v) { return v === null || v === undefined ? "—" : v.toFixed(1) + " %"; };
+        line.value = function (u, v) { return v === null || v === undefined ? "--" : v.toFixed(1) + " %"; };
       }
       return line;
     }));
