@@ -42,7 +42,7 @@ router = APIRouter(include_in_schema=False)
 def _page_context(request: Request, session: Any, user: Any, catalog: DbCatalog, values: dict[str, Any]
                   ) -> dict[str, Any]:
     catalog_ids = {m.id for m in catalog.models()}
-    local = [m.id for m in list_models() if m.id not in catalog_ids]
+    local = [m for m in list_models() if m.id not in catalog_ids]  # ModelInfo: the select shows each one's label
     plans, _ = list_plans(session, user, limit=10)
     return {"values": values, "catalog_models": catalog.models(), "local_models": local,
             "gpus": catalog.gpus(), "datasets": list_datasets(session, user), "recent": plans,
