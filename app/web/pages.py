@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.events.frames import SSE_HEADERS, resume_point
-from app.catalog.models import DEMO_MODEL_ID, list_models
+from app.catalog.models import default_model_id, list_models
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
@@ -46,8 +46,7 @@ def _options_context(method: str, values: dict[str, str] | None = None,
     }
 
 
-FORM_MODEL = DEMO_MODEL_ID  # the model the new-job form starts on
-FORM_DATASET = "demo"
+FORM_DATASET = "demo"  # the dataset the new-job form starts on (its model: default_model_id())
 
 
 def _seq_len(value: str | None) -> int:
@@ -59,7 +58,7 @@ def _seq_len(value: str | None) -> int:
 
 
 def _preview(session: Any, user: Any, values: dict[str, str]) -> dict[str, Any]:
-    model = (values.get("hub_model") or "").strip() or values.get("model") or FORM_MODEL
+    model = (values.get("hub_model") or "").strip() or values.get("model") or default_model_id()
     return preview_context(session, user, model, values.get("dataset") or FORM_DATASET,
                            values.get("prompt_format") or None, _seq_len(values.get("seq_len")))
 
@@ -67,7 +66,7 @@ def _preview(session: Any, user: Any, values: dict[str, str]) -> dict[str, Any]:
 def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         **_options_context((values or {}).get("method", DEFAULT_METHOD), values, errors),
-        "form_model": FORM_MODEL,
+        "form_model": default_model_id(),
         "form_dataset": FORM_DATASET,
         "prompt_formats": PROMPT_FORMATS,
         "preview": _preview(session, user, values or {}),
