@@ -7,6 +7,7 @@ that ends a ChatML response take no part in the comparison.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from worker.train.data import IGNORE_INDEX, Example
 from worker.train.evaluate import exact_match, is_exact_match, reference_text
-from worker.train.samples import greedy, greedy_batch, stop_ids
+from app.methods import parse_options
+from worker.methods import get_method
+from worker.train.samples import greedy, greedy_batch, greedy_loop, stop_ids
 
 pytestmark = pytest.mark.unit
 
@@ -113,9 +116,24 @@ def test_a_left_padded_batch_completes_each_prompt_as_it_alone_would(
     prompts = [_chat_prompt(chatml, q) for q in questions]
     assert len({len(p) for p in prompts}) == 3  # three widths: two rows are padded
     stops = stop_ids(chatml)
-    caps = [12, 6, 12]
+    caps = [6, 4, 6]
     alone = [greedy(smol_model, p, CPU, stops, cap) for p, cap in zip(prompts, caps)]
     with torch.no_grad():
         batched = greedy_batch(smol_model, prompts, CPU, stops, caps, chatml.eos_token_id)
     assert batched == alone
     assert all(len(c) <= cap for c, cap in zip(batched, caps))
+
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_prompt_and_prefix_tuning_complete_as_plain_forward_passes_do(
+    method: str, smol_model: torch.nn.Module, chatml: PreTrainedTokenizerBase
+) -> None:
+    """Their virtual tokens come before any padding, so they are completed row by row; `greedy_loop`
+    (full forward passes, no cache) is the reference every method's completions are held to."""
+    torch.manual_seed(0)
+    model = get_method(method).build(copy.deepcopy(smol_model), parse_options(method, {})).eval()
+    prompts = [_chat_prompt(chatml, "What is the capital of France?"), _chat_prompt(chatml, "Say hi.")]
+    stops = stop_ids(chatml)
+    with torch.no_grad():
+        batched = greedy_batch(model, prompts, CPU, stops, [4, 4], chatml.eos_token_id)
+        assert batched == [greedy_loop(model, p, CPU, stops, 4) for p in prompts]
