@@ -73,7 +73,8 @@ def test_a_corrupt_file_fails_with_its_reason_and_leaves_no_folder(stack: Stack,
     source.write_bytes(b"PK\x03\x04 this is a zip, not a model" * 10)
     record = _import(client, source, model_name)
     assert record["state"] == "failed"
-    assert record["error"] == "broken.gguf is not a GGUF file (it starts with b'PK\\x03\\x04', a GGUF file with b'GGUF')"
+    assert record["error"] == ("broken.gguf is not a GGUF file "
+                               "(it starts with b'PK\\x03\\x04', a GGUF file with b'GGUF')")
     assert not (stack.data_dir / "models" / model_name).exists()
 
 

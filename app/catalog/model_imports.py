@@ -68,7 +68,10 @@ async def start_import(redis: Any, record: dict[str, Any]) -> dict[str, Any]:
 async def get_import(redis: Any, import_id: str) -> dict[str, Any] | None:
     if redis is None or len(import_id) > 64:
         return None
-    raw = await redis.get(IMPORT_KEY.format(import_id))
+    try:
+        raw = await redis.get(IMPORT_KEY.format(import_id))
+    except Exception as exc:  # noqa: BLE001 - Redis down: "cannot tell now" (503), not a crash
+        raise QueueUnavailable(f"could not read the import's record: {exc}") from exc
     return json.loads(raw) if raw else None
 
 
@@ -79,6 +82,6 @@ async def recent_imports(redis: Any, limit: int = 5) -> list[dict[str, Any]]:
     try:
         ids = await redis.lrange(RECENT_KEY, 0, limit - 1)
         found = [await get_import(redis, i.decode() if isinstance(i, bytes) else str(i)) for i in ids]
-    except Exception:  # noqa: BLE001 - the page lists the models even with Redis down
+    except Exception:  # noqa: BLE001 - QueueUnavailable too: the page lists the models even with Redis down
         return []
     return [record for record in found if record is not None]

@@ -51,8 +51,8 @@ async def import_from_page(request: Request, admin: AdminUser) -> Response:
     except (ImportRefused, QueueUnavailable) as exc:
         if "HX-Request" not in request.headers:
             raise HTTPException(422 if isinstance(exc, ImportRefused) else 503, detail=str(exc)) from None
-        refused = {"id": f"refused-{secrets.token_hex(4)}", "path": str(form.get("path") or ""), "name": None, "state": "failed",
-                   "messages": [], "error": str(exc), "model_id": None}
+        refused = {"id": f"refused-{secrets.token_hex(4)}", "path": str(form.get("path") or ""), "name": None,
+                   "state": "failed", "messages": [], "error": str(exc), "model_id": None}
         return templates.TemplateResponse(request, IMPORT_FRAGMENT, {"imp": refused}, status_code=422)
     if "HX-Request" not in request.headers:
         return RedirectResponse("/models", status_code=303)
@@ -61,7 +61,10 @@ async def import_from_page(request: Request, admin: AdminUser) -> Response:
 
 @router.get("/models/imports/{import_id}", response_class=HTMLResponse)
 async def import_fragment(request: Request, import_id: str, session: SessionDep, admin: AdminUser) -> HTMLResponse:
-    record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    try:
+        record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    except QueueUnavailable as exc:
+        raise HTTPException(503, detail=str(exc)) from None
     if record is None:
         raise HTTPException(404, detail="import not found")
     context: dict[str, Any] = {"imp": record}

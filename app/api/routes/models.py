@@ -63,7 +63,10 @@ async def post_model_import(body: ModelImportCreate, request: Request, admin: Ad
 @router.get("/imports/{import_id}", response_model=ModelImportPublic)
 async def get_model_import(import_id: str, request: Request, admin: AdminUser) -> dict[str, Any]:
     """Admins only: an import's state, progress lines and outcome (kept for a week)."""
-    record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    try:
+        record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    except QueueUnavailable as exc:
+        raise HTTPException(503, detail=str(exc)) from None
     if record is None:
         raise HTTPException(404, detail="import not found")
     return record
