@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.events.frames import SSE_HEADERS, resume_point
-from app.catalog.models import default_model_id, list_models
+from app.catalog.models import DEMO_MODEL_ID, default_model_id, list_models
+from app.demo_extraction import EXTRACTION_DATASET_ID, SUGGESTED_EVAL_COUNT, SUGGESTED_EVAL_EVERY
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
@@ -46,7 +47,21 @@ def _options_context(method: str, values: dict[str, str] | None = None,
     }
 
 
-FORM_DATASET = "demo"  # the dataset the new-job form starts on (its model: default_model_id())
+FORM_DATASET = "demo"  # the dataset the new-job form starts on with the demo model
+
+
+def _form_dataset(model: str) -> str:
+    """A real model starts on the task it visibly learns (demo-extract); the demo model on its own."""
+    return FORM_DATASET if model == DEMO_MODEL_ID else EXTRACTION_DATASET_ID
+
+
+def _with_suggestions(values: dict[str, str], dataset: str) -> dict[str, str]:
+    """The extraction task starts with rows held out, so its first job shows exact match rising.
+
+    Only on a form the user has not filled yet: what they typed (or cleared) stays."""
+    if dataset != EXTRACTION_DATASET_ID or any(name in values for name in ("eval_count", "eval_fraction", "eval_every")):
+        return values
+    return {"eval_count": str(SUGGESTED_EVAL_COUNT), "eval_every": str(SUGGESTED_EVAL_EVERY), **values}
 
 
 def _seq_len(value: str | None) -> int:
@@ -64,14 +79,20 @@ def _preview(session: Any, user: Any, values: dict[str, str]) -> dict[str, Any]:
 
 
 def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+    form_model = default_model_id()
+    datasets = list_datasets(session, user)
+    form_dataset = _form_dataset(form_model)
+    if not any(d.id == form_dataset for d in datasets):
+        form_dataset = FORM_DATASET
+    values = _with_suggestions(values or {}, (values or {}).get("dataset", form_dataset))
     return {
-        **_options_context((values or {}).get("method", DEFAULT_METHOD), values, errors),
-        "form_model": default_model_id(),
-        "form_dataset": FORM_DATASET,
+        **_options_context(values.get("method", DEFAULT_METHOD), values, errors),
+        "form_model": form_model,
+        "form_dataset": form_dataset,
         "prompt_formats": PROMPT_FORMATS,
-        "preview": _preview(session, user, values or {}),
+        "preview": _preview(session, user, {"dataset": form_dataset, **values}),
         "models": list_models(),
-        "datasets": list_datasets(session, user),
+        "datasets": datasets,
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
         "available_methods": [m for m in METHODS if not missing_requirements(m)],
