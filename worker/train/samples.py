@@ -117,7 +117,7 @@ def greedy(
 
 
 def _is_prompt_learning(model: torch.nn.Module) -> bool:
-    """Prompt and prefix tuning (peft): their virtual tokens sit before any left padding, so batch them not."""
+    """Prompt and prefix tuning (peft): their virtual tokens would sit before the left padding: completed one row at a time."""
     return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
 
 
