@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.api import job_body
+from tests.helpers.api import job_body, read_events
 from tests.helpers.chaos_stack import submit, wait_status
 from tests.helpers.stack import Stack
 
@@ -54,9 +54,25 @@ def test_the_summary_fragment_shows_the_final_exact_match_as_a_percentage(
 ) -> None:
     fragment = client.get(f"/jobs/{job['id']}/summary")
     assert fragment.status_code == 200
-    shown = re.search(r'<dt>Held-out exact match</dt><dd id="eval-exact-match">([\d.]+)%</dd>', fragment.text)
+    shown = re.search(r'<dt>Held-out exact match</dt><dd id="eval-exact-match">([\d.]+)%', fragment.text)
     assert shown is not None, fragment.text
     assert float(shown.group(1)) == round(100 * job["summary"]["eval_exact_match"], 1)
+    before = re.search(r'id="eval-exact-match-before">\(base model before training: ([\d.]+)%\)', fragment.text)
+    assert before is not None, fragment.text
+    assert float(before.group(1)) == round(100 * job["summary"]["eval_before"]["eval_exact_match"], 1)
+
+
+def test_the_summary_has_the_base_models_scores_from_before_the_first_step(
+    client: httpx.Client, job: dict[str, Any]
+) -> None:
+    before = job["summary"]["eval_before"]
+    assert set(before) == {"eval_loss", "eval_exact_match"}
+    assert before["eval_exact_match"] < job["summary"]["eval_exact_match"]  # the task was learnt
+    assert before["eval_loss"] > job["summary"]["eval_loss"]
+    logs = [e["data"] for e in read_events(client, job["id"]) if e["event"] == "log"]
+    baseline = [d for d in logs if "baseline" in d]
+    assert len(baseline) == 1 and baseline[0]["baseline"] == before
+    assert baseline[0]["message"].startswith("Held-out before training: loss ")
 
 
 def test_the_page_stream_sends_exact_match_with_the_chart_points(client: httpx.Client, job: dict[str, Any]) -> None:

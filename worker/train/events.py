@@ -88,10 +88,12 @@ def summary(
     probe: dict[str, Any] | None = None,
     eval_loss: float | None = None,
     eval_exact_match: float | None = None,
+    eval_before: dict[str, float | None] | None = None,
 ) -> None:
     """The run's result. `merged_dir` is the merged model folder (None if the method has none);
     `probe` is {"prompt", "next_token_logits"} of the trained model, for checking a download;
-    `eval_loss` and `eval_exact_match` are the final model's on the held-out rows (absent without them)."""
+    `eval_loss` and `eval_exact_match` are the final model's on the held-out rows (absent without them),
+    `eval_before` the same scores of the base model before the first step (absent after a resume)."""
     data: dict[str, Any] = {
         "trainable_params": trainable_params,
         "total_params": total_params,
@@ -107,6 +109,8 @@ def summary(
         data["probe"] = probe
     if eval_loss is not None:
         data["eval_loss"] = eval_loss
+    if eval_before:
+        data["eval_before"] = eval_before
     if eval_exact_match is not None:
         data["eval_exact_match"] = eval_exact_match
     emit(EventKind.SUMMARY, data)

@@ -46,8 +46,8 @@ from worker.train.evaluate import held_out_scores
 from worker.train.faults import Fault, inject_fault, parse_fault  # noqa: F401 - Fault: tests import it from here
 from worker.train.loss import summed_loss
 from worker.train.prepare import load_data, load_model, optimizer_for, starting_point
-from worker.train.report import (PROBE_PROMPT, Meter, free_memory, log_parameters, log_samples, peak_memory_bytes,
-                                 probe_logits, report_progress)
+from worker.train.report import (PROBE_PROMPT, Meter, free_memory, log_baseline, log_parameters, log_samples,
+                                 peak_memory_bytes, probe_logits, report_progress)
 from worker.train.samples import pick_prompts
 from worker.train.spec import TrainSpec
 from worker.train.stop import Stopped, StopRequest
@@ -125,6 +125,7 @@ def train(spec: TrainSpec) -> Path:
     model.train()
     meter, resumed, loss_value = Meter(elapsed_before=start.elapsed_seconds), start.resumed, start.loss
     final_eval: dict[str, float | None] = {}  # the last evaluation's scores, for the summary
+    before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
     for step in range(start.step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
@@ -168,5 +169,5 @@ def train(spec: TrainSpec) -> Path:
     events.summary(trainable_params=trainable, total_params=total_params, peak_memory_bytes=peak,
                    final_loss=loss_value, tokens_per_second=meter.run_tokens_per_second(), steps=total_steps,
                    artifact_dir=str(artifact), merged_dir=str(merged) if merged is not None else None, probe=probe,
-                   **final_eval)
+                   eval_before=before, **final_eval)
     return artifact

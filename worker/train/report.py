@@ -19,6 +19,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from worker.train import events
+from worker.train.data import Example
+from worker.train.evaluate import held_out_scores
 from worker.train.samples import generate_samples
 from worker.train.stop import StopRequest
 
@@ -143,6 +145,19 @@ def report_progress(
         + (f" exact match {100 * eval_exact_match:.1f}%" if eval_exact_match is not None else "")
     )
     meter.loss, meter.tokens, meter.seconds, meter.steps = 0.0, 0, 0.0, 0
+
+
+def log_baseline(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held_out: list[Example],
+                 batch_size: int, pad_id: int, device: torch.device) -> dict[str, float | None]:
+    """The base model's held-out scores before the first step (none without held-out rows): the
+    point training is measured from, so the first job on a real model shows what it changed."""
+    if not held_out:
+        return {}
+    scores = held_out_scores(model, tokenizer, held_out, batch_size, pad_id, device)
+    match = scores.get("eval_exact_match")
+    events.log(f"Held-out before training: loss {scores['eval_loss']:.4f}"
+               + (f", exact match {100 * match:.1f}%" if match is not None else ""), baseline=scores)
+    return scores
 
 
 def log_samples(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
