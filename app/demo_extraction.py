@@ -26,6 +26,7 @@ INSTRUCTION = "Extract the person's name, city and job as JSON."
 # What the new-job form suggests for this dataset, so that exact match shows from the first job.
 SUGGESTED_EVAL_COUNT = 20
 SUGGESTED_EVAL_EVERY = 25
+SUGGESTED_SAMPLE_EVERY = 25
 
 FIRST_NAMES = ("Maria", "John", "Aiko", "Lars", "Fatima", "Pedro", "Chen", "Olga", "Kwame", "Sofia",
                "Ravi", "Emma", "Yusuf", "Ingrid", "Tomas", "Leila", "Hugo", "Mei", "Diego", "Anya")

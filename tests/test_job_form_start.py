@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.demo_extraction import SUGGESTED_EVAL_COUNT, SUGGESTED_EVAL_EVERY
+from app.demo_extraction import SUGGESTED_EVAL_COUNT, SUGGESTED_EVAL_EVERY, SUGGESTED_SAMPLE_EVERY
 from tests.helpers.local_api import LocalApi
 from tests.helpers.prompts import link_model
 
@@ -43,6 +43,7 @@ def test_with_smollm2_the_form_starts_on_it_and_the_extraction_task_with_rows_he
     assert _selected(html, "dataset") == "demo-extract"
     assert _value(html, "eval_count") == str(SUGGESTED_EVAL_COUNT)
     assert _value(html, "eval_every") == str(SUGGESTED_EVAL_EVERY)
+    assert _value(html, "sample_every") == str(SUGGESTED_SAMPLE_EVERY)
     assert "Extract the person" in html  # the preview renders a row of the extraction task
     # What the user chose stays chosen.
     html = api.client.get("/jobs/new", params={"dataset": "demo", "eval_count": "3"}).text

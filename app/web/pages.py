@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.events.frames import SSE_HEADERS, resume_point
 from app.catalog.models import DEMO_MODEL_ID, default_model_id, list_models
-from app.demo_extraction import EXTRACTION_DATASET_ID, SUGGESTED_EVAL_COUNT, SUGGESTED_EVAL_EVERY
+from app.demo_extraction import (EXTRACTION_DATASET_ID, SUGGESTED_EVAL_COUNT, SUGGESTED_EVAL_EVERY,
+                                 SUGGESTED_SAMPLE_EVERY)
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events
 from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
@@ -59,9 +60,11 @@ def _with_suggestions(values: dict[str, str], dataset: str) -> dict[str, str]:
     """The extraction task starts with rows held out, so its first job shows exact match rising.
 
     Only on a form the user has not filled yet: what they typed (or cleared) stays."""
-    if dataset != EXTRACTION_DATASET_ID or any(name in values for name in ("eval_count", "eval_fraction", "eval_every")):
+    if dataset != EXTRACTION_DATASET_ID or any(
+            name in values for name in ("eval_count", "eval_fraction", "eval_every", "sample_every")):
         return values
-    return {"eval_count": str(SUGGESTED_EVAL_COUNT), "eval_every": str(SUGGESTED_EVAL_EVERY), **values}
+    return {"eval_count": str(SUGGESTED_EVAL_COUNT), "eval_every": str(SUGGESTED_EVAL_EVERY),
+            "sample_every": str(SUGGESTED_SAMPLE_EVERY), **values}
 
 
 def _seq_len(value: str | None) -> int:

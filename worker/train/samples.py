@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from worker.train.data import Example, prompt_ids
 
 SAMPLE_PROMPTS = 3
-MAX_NEW_TOKENS = 24
+MAX_NEW_TOKENS = 48  # room for a short structured answer (a one-line JSON object is ~26 SmolLM2 tokens)
 # Tokens that end an assistant turn in the chat templates of the families users bring (ChatML, Llama 3, Phi-3,
 # Gemma, GPT-2/Qwen's end of text); the ones a tokenizer has are stop tokens beside its eos.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
