@@ -56,10 +56,13 @@ def demo_rows(count: int = DEMO_DATASET_ROWS) -> list[dict[str, str]]:
     return rows
 
 
-def write_demo_dataset(path: Path) -> int:
-    """Write the demo JSONL atomically so a reader never sees half a file; return the row count."""
-    rows = demo_rows()
+def write_rows(path: Path, rows: list[dict[str, str]]) -> int:
+    """Write rows as JSONL atomically so a reader never sees half a file; return the row count."""
     payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
     # World-readable: the worker may run as another user.
     atomic_write_bytes(path, payload, permissions=0o644)
     return len(rows)
+
+
+def write_demo_dataset(path: Path) -> int:
+    return write_rows(path, demo_rows())

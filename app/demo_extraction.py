@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.storage import atomic_write_bytes
+from app.demo_dataset import write_rows
 
 EXTRACTION_DATASET_ID = "demo-extract"
 EXTRACTION_DATASET_NAME = "Demo: extract name, city and job as JSON (for SmolLM2)"
@@ -59,8 +59,4 @@ def extraction_rows(count: int = EXTRACTION_DATASET_ROWS) -> list[dict[str, str]
 
 
 def write_extraction_dataset(path: Path) -> int:
-    """Write the JSONL atomically (a reader never sees half a file); return the row count."""
-    rows = extraction_rows()
-    payload = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    atomic_write_bytes(path, payload, permissions=0o644)
-    return len(rows)
+    return write_rows(path, extraction_rows())

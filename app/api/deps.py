@@ -7,7 +7,7 @@ as if it did not exist.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from sqlmodel import Session
@@ -131,3 +131,19 @@ def get_dataset_tokens(request: Request) -> TokenCounter:
 
 
 DatasetTokensDep = Annotated[TokenCounter, Depends(get_dataset_tokens)]
+
+
+async def get_model_import_or_404(import_id: str, request: Request, admin: AdminUser) -> dict[str, Any]:
+    """Admins only: a GGUF import's record from Redis (404 when unknown or expired, 503 without Redis)."""
+    from app.catalog.model_imports import QueueUnavailable, get_import
+
+    try:
+        record = await get_import(getattr(request.app.state, "redis", None), import_id)
+    except QueueUnavailable as exc:
+        raise HTTPException(503, detail=str(exc)) from None
+    if record is None:
+        raise HTTPException(404, detail="import not found")
+    return record
+
+
+ModelImportDep = Annotated[dict[str, Any], Depends(get_model_import_or_404)]

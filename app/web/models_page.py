@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app.api.deps import AdminUser, CurrentUser, SessionDep
+from app.api.deps import AdminUser, CurrentUser, ModelImportDep, SessionDep
 from app.catalog.model_imports import (
-    ImportRefused, QueueUnavailable, get_import, new_record, recent_imports, start_import,
+    ImportRefused, QueueUnavailable, new_record, recent_imports, start_import,
 )
 from app.catalog.models import HUB_ID, LOCAL_ID, list_models
 from app.catalog.trust import REMOTE_CODE_WARNING, allow, revoke, trusted_ids
@@ -60,13 +60,7 @@ async def import_from_page(request: Request, admin: AdminUser) -> Response:
 
 
 @router.get("/models/imports/{import_id}", response_class=HTMLResponse)
-async def import_fragment(request: Request, import_id: str, session: SessionDep, admin: AdminUser) -> HTMLResponse:
-    try:
-        record = await get_import(getattr(request.app.state, "redis", None), import_id)
-    except QueueUnavailable as exc:
-        raise HTTPException(503, detail=str(exc)) from None
-    if record is None:
-        raise HTTPException(404, detail="import not found")
+async def import_fragment(request: Request, record: ModelImportDep, session: SessionDep) -> HTMLResponse:
     context: dict[str, Any] = {"imp": record}
     if record["state"] == "succeeded":
         context["models"], _ = _models(session)

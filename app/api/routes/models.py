@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from app.api.deps import AdminUser, SessionDep
+from app.api.deps import AdminUser, ModelImportDep, SessionDep
 from app.catalog.model_imports import ImportRefused, QueueUnavailable, get_import, new_record, start_import
 from app.catalog.models import default_model_id, list_models
 from app.catalog.trust import REMOTE_CODE_WARNING, allow, revoke, trusted_ids
@@ -61,14 +61,8 @@ async def post_model_import(body: ModelImportCreate, request: Request, admin: Ad
 
 
 @router.get("/imports/{import_id}", response_model=ModelImportPublic)
-async def get_model_import(import_id: str, request: Request, admin: AdminUser) -> dict[str, Any]:
+async def get_model_import(record: ModelImportDep) -> dict[str, Any]:
     """Admins only: an import's state, progress lines and outcome (kept for a week)."""
-    try:
-        record = await get_import(getattr(request.app.state, "redis", None), import_id)
-    except QueueUnavailable as exc:
-        raise HTTPException(503, detail=str(exc)) from None
-    if record is None:
-        raise HTTPException(404, detail="import not found")
     return record
 
 
