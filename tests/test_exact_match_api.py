@@ -54,7 +54,7 @@ def test_the_summary_fragment_shows_the_final_exact_match_as_a_percentage(
 ) -> None:
     fragment = client.get(f"/jobs/{job['id']}/summary")
     assert fragment.status_code == 200
-    shown = re.search(r'<dt>Held-out exact match</dt><dd id="eval-exact-match">([\d.]+)%', fragment.text)
+    shown = re.search(r'<dt>Held-out exact match</dt><dd><span id="eval-exact-match">([\d.]+)%</span>', fragment.text)
     assert shown is not None, fragment.text
     assert float(shown.group(1)) == round(100 * job["summary"]["eval_exact_match"], 1)
     before = re.search(r'id="eval-exact-match-before">\(base model before training: ([\d.]+)%\)', fragment.text)

@@ -24,7 +24,10 @@
       return line;
     }));
     var scales = { x: { time: false } };
-    var axes = [{ label: "step" }, { label: el.dataset.unit || "" }];
+    // Small values (learning rates) in exponent form: uPlot's default rounds 2e-4 to "0".
+    var tick = function (v) { return v !== 0 && Math.abs(v) < 0.01 ? v.toExponential(1) : String(+v.toPrecision(6)); };
+    var axes = [{ label: "step" }, { label: el.dataset.unit || "", size: 60,
+                                      values: function (u, splits) { return splits.map(tick); } }];
     if (percent.length) {
       scales.percent = { auto: false, range: [0, 100] };
       axes.push({ scale: "percent", side: 1, label: "%", grid: { show: false } });

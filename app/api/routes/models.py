@@ -54,8 +54,8 @@ async def post_model_import(body: ModelImportCreate, request: Request, admin: Ad
     try:
         record = new_record(body.path, body.name, admin.email)
         return await start_import(getattr(request.app.state, "redis", None), record)
-    except ImportRefused as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+    except ImportRefused as exc:  # only the path's form is checked here: the problem is always `path`
+        raise HTTPException(422, detail=[{"loc": ["body", "path"], "msg": str(exc), "type": "value_error"}]) from None
     except QueueUnavailable as exc:
         raise HTTPException(503, detail=str(exc)) from None
 
