@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import job_body, read_events
-from tests.stack import make_stack
+from tests.helpers.api import job_body, read_events
+from tests.helpers.stack import make_stack
 
 TARGET_SECONDS = 120.0
 
