@@ -93,7 +93,8 @@ class ModelInfo:
         }
 
 
-def _local_folder(model_id: str) -> Path | None:
+def local_folder(model_id: str) -> Path | None:
+    """The model's folder under DATA_DIR/models, or None (a hub id, a name that is no folder there)."""
     if not LOCAL_ID.match(model_id) or model_id in {".", ".."}:
         return None
     folder = storage.models_dir() / model_id
@@ -120,7 +121,7 @@ def _folder_model(folder: Path) -> ModelInfo:
 
 def default_model_id() -> str:
     """The model a new job starts from: SmolLM2-135M-Instruct once converted, the demo model until then."""
-    return BUNDLED_MODEL_ID if _local_folder(BUNDLED_MODEL_ID) is not None else DEMO_MODEL_ID
+    return BUNDLED_MODEL_ID if local_folder(BUNDLED_MODEL_ID) is not None else DEMO_MODEL_ID
 
 
 def list_models() -> list[ModelInfo]:
@@ -149,7 +150,7 @@ def get_model(model_id: str) -> ModelInfo:
 
 
 def _find_model(model_id: str) -> ModelInfo:
-    folder = _local_folder(model_id)
+    folder = local_folder(model_id)
     if folder is not None:
         return _folder_model(folder)
     if model_id == DEMO_MODEL_ID:
@@ -172,5 +173,5 @@ def _hub_config(repo_id: str) -> dict[str, Any]:
 
 def resolve_model_path(model_id: str) -> str:
     """What the trainer passes to `from_pretrained`: a local folder, else the hub id."""
-    folder = _local_folder(model_id)
+    folder = local_folder(model_id)
     return str(folder) if folder is not None else model_id

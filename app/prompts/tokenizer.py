@@ -111,10 +111,6 @@ def load_tokenizer(folder: Path) -> FolderTokenizer:
 
 def model_folder(model_id: str) -> Path | None:
     """The model's folder under DATA_DIR/models, or None for a hub id (nothing local to read)."""
-    from app import storage
-    from app.catalog.models import LOCAL_ID
+    from app.catalog.models import local_folder  # the catalog's own lookup, imported late: it reads settings
 
-    if not LOCAL_ID.match(model_id) or model_id in {".", ".."}:
-        return None
-    folder = storage.models_dir() / model_id
-    return folder if (folder / "config.json").is_file() else None
+    return local_folder(model_id)

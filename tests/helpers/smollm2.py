@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from app.catalog.models import BUNDLED_MODEL_ID
 from tests.helpers.trainer import REPO_ROOT
 
 CACHE = REPO_ROOT / "var" / "test-cache"
-NAME = "smollm2-135m-instruct"
+NAME = BUNDLED_MODEL_ID
 
 
 def smollm2_folder() -> Path:
