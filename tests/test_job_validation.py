@@ -158,3 +158,13 @@ def test_holding_out_every_row_for_evaluation_names_eval_count(client: httpx.Cli
     assert _locs(response) == [["body", "hyperparameters", "eval_count"]]
     assert f"the dataset has {rows} rows" in response.text
     assert _count(client) == before
+
+
+def test_padding_free_batches_for_prompt_tuning_are_refused_with_a_reason(client: httpx.Client) -> None:
+    before = _count(client)
+    body = job_body(method="prompt", hyperparameters={"batching": "padding_free"})
+    body["method_config"] = {"num_virtual_tokens": 8}
+    response = client.post("/api/v1/jobs", json=body)
+    assert _locs(response) == [["body", "hyperparameters", "batching"]]
+    assert "prepends its virtual tokens" in response.json()["detail"][0]["msg"]
+    assert _count(client) == before

@@ -38,6 +38,8 @@ def check_combination(body: MethodJobCreate) -> None:
     spec = get_spec(body.method)
     if spec.no_checkpointing is not None and body.hyperparameters.gradient_checkpointing:
         raise FieldError(("hyperparameters", "gradient_checkpointing"), spec.no_checkpointing)
+    if spec.no_padding_free is not None and body.hyperparameters.batching == "padding_free":
+        raise FieldError(("hyperparameters", "batching"), spec.no_padding_free)
     if missing := missing_requirements(body.method):
         raise FieldError(("method",), f"{spec.label} needs {', '.join(missing)}, which is not installed here; "
                                       "use LoRA instead")

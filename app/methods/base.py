@@ -113,6 +113,14 @@ class MethodSpec:
     def checkpointing(self) -> bool:
         return self.no_checkpointing is None
 
+    @property
+    def no_padding_free(self) -> str | None:
+        """Why it cannot take padding-free batches; None: it can."""
+        if self.virtual_tokens is None:
+            return None
+        return (f"{self.label} prepends its virtual tokens to every row, so rows cannot share one packed row; "
+                "use batching grouped (the default) or padded")
+
     def parse(self, value: MethodOptions | dict[str, Any] | None) -> MethodOptions:
         """Validated options; an instance of this method's model passes as is."""
         if isinstance(value, self.options):

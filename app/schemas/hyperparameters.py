@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -25,6 +25,8 @@ MAX_STEPS = 100
 SeqLen = Annotated[int, Field(ge=8, le=131_072, description="Longest sequence in tokens; longer rows are truncated")]
 BatchSize = Annotated[int, Field(ge=1, le=1024, description="Micro-batch size")]
 GradientAccumulation = Annotated[int, Field(ge=1, le=1024, description="Micro-batches per optimizer step")]
+# How rows become batches (worker/train/data.py): grouped by length, padding-free, or plainly padded.
+Batching = Literal["grouped", "padding_free", "padded"]
 LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
 
 
@@ -65,6 +67,13 @@ class Hyperparameters(BaseModel):
         None,
         description="How rows become prompts: chat_template (the model's own), alpaca or plain; "
                     "default: the chat template when the tokenizer has one, else alpaca",
+    )
+
+    batching: Batching | None = Field(
+        None,
+        description="How rows become batches: grouped (rows of similar length together, little padding), "
+                    "padding_free (a batch's rows in one row, attention kept inside each) or padded; "
+                    "default: padding_free where flash-attention runs, else grouped",
     )
 
     @model_validator(mode="after")

@@ -109,7 +109,7 @@ def train(spec: TrainSpec) -> Path:
 
     tokenizer, method, model = load_model(spec, device)
     trainable, total_params = log_parameters(spec.config.method, model)
-    data = load_data(spec, tokenizer)
+    data = load_data(spec, tokenizer, model)
     stream, held_out, total_steps = data.stream, data.held_out, data.total_steps
     optimizer, optimizer_choice = optimizer_for(method, model, spec)
     events.log(f"Optimizer: {optimizer_choice}")

@@ -12,6 +12,8 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from app.catalog.trust import remote_code_allowed
+from app.methods import get_spec
+from app.schemas.hyperparameters import Batching
 from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import build_optimizer
 from worker.train import checkpoint, events
@@ -50,7 +52,25 @@ class Data:
     total_steps: int
 
 
-def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
+def batching_for(spec: TrainSpec, model: torch.nn.Module) -> tuple[Batching, str]:
+    """The job's batching and why: the one asked for, else padding-free where flash-attention's varlen
+    path runs (attention then costs per row, not per packed row), else grouped by length.
+
+    On the CPU, SDPA turns a packed row into a dense block-diagonal mask over the whole step, which made
+    padding-free 0.75x as fast as padded on a small model; grouped batches are faster on both sizes."""
+    requested = spec.config.hyperparameters.batching
+    why_not = get_spec(spec.config.method).no_padding_free
+    if requested == "padding_free" and why_not is not None:
+        raise ValueError(why_not)
+    if requested is not None:
+        return requested, "as the job asks"
+    attention = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    if attention.startswith("flash") and why_not is None:
+        return "padding_free", f"the default with {attention}"
+    return "grouped", "the default: rows of similar length batched together"
+
+
+def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module) -> Data:
     hp = spec.config.hyperparameters
     # Padding never reaches the loss or attention, so any id will do when there is no pad token.
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
@@ -65,7 +85,9 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> Data:
         + (f" ({dropped} dropped: prompt fills seq_len)" if dropped else "")
         + f"; {total_steps} steps of {hp.batch_size}×{hp.gradient_accumulation} rows"
     )
-    stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id)
+    batching, why = batching_for(spec, model)
+    stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id, batching)
+    events.log(f"Batching: {batching} ({why})")
     return Data(examples=examples, held_out=held_out, stream=stream, pad_id=pad_id, total_steps=total_steps)
 
 
