@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-
-from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
+from typing import TYPE_CHECKING
 
 from app import storage
-from app.db import get_engine
-from app.models import ModelTrust, User
+
+if TYPE_CHECKING:  # the database code is imported only when a question needs it (the trainer rarely does)
+    from sqlmodel import Session
+
+    from app.models import ModelTrust, User
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,22 @@ REMOTE_CODE_WARNING = (
 
 
 def trusted_ids(session: Session) -> set[str]:
+    from sqlmodel import select
+
+    from app.models import ModelTrust
+
     return set(session.exec(select(ModelTrust.model_id)))
 
 
 def is_trusted(session: Session, model_id: str) -> bool:
+    from app.models import ModelTrust
+
     return session.get(ModelTrust, model_id) is not None
 
 
 def allow(session: Session, model_id: str, admin: User) -> ModelTrust:
+    from app.models import ModelTrust
+
     row = session.get(ModelTrust, model_id)
     if row is None:
         row = ModelTrust(model_id=model_id, granted_by=admin.id)
@@ -46,6 +55,8 @@ def allow(session: Session, model_id: str, admin: User) -> ModelTrust:
 
 
 def revoke(session: Session, model_id: str) -> bool:
+    from app.models import ModelTrust
+
     row = session.get(ModelTrust, model_id)
     if row is None:
         return False
@@ -80,6 +91,11 @@ def remote_code_allowed(model_path: str) -> bool:
     """
     if _ships_no_code(model_path):
         return False
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlmodel import Session
+
+    from app.db import get_engine
+
     try:
         with Session(get_engine()) as session:
             return is_trusted(session, model_id_for_path(model_path))
