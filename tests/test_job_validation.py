@@ -168,3 +168,16 @@ def test_padding_free_batches_for_prompt_tuning_are_refused_with_a_reason(client
     assert _locs(response) == [["body", "hyperparameters", "batching"]]
     assert "prepends its virtual tokens" in response.json()["detail"][0]["msg"]
     assert _count(client) == before
+
+
+def test_the_form_offers_each_batching_and_refuses_padding_free_prompt_tuning_beside_the_field(
+        client: httpx.Client) -> None:
+    form = client.get("/jobs/new").text
+    assert all(f'<option value="{b}"' in form for b in ("grouped", "padding_free", "padded"))
+    before = _count(client)
+    response = client.post("/jobs", data={"model": "demo", "dataset": "demo", "method": "prompt",
+                                          "num_virtual_tokens": "8", "batching": "padding_free"})
+    assert response.status_code == 422
+    assert 'id="batching" name="batching" aria-invalid="true"' in response.text
+    assert "prepends its virtual tokens" in response.text
+    assert _count(client) == before

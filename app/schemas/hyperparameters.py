@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -27,6 +27,7 @@ BatchSize = Annotated[int, Field(ge=1, le=1024, description="Micro-batch size")]
 GradientAccumulation = Annotated[int, Field(ge=1, le=1024, description="Micro-batches per optimizer step")]
 # How rows become batches (worker/train/data.py): grouped by length, padding-free, or plainly padded.
 Batching = Literal["grouped", "padding_free", "padded"]
+BATCHINGS: tuple[str, ...] = get_args(Batching)
 LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
 
 

@@ -30,6 +30,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "eval_every": ("hyperparameters", "eval_every"),
     "sample_every": ("hyperparameters", "sample_every"),
     "prompt_format": ("hyperparameters", "prompt_format"),
+    "batching": ("hyperparameters", "batching"),
 }
 # The form's training inputs, rendered from the schema's defaults and hints; the learning rate sits with
 # the method's options because its default is the method's own.

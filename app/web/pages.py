@@ -28,7 +28,7 @@ from app.workers import live_workers
 from app.web import models_page
 from app.web.prompt_preview import preview_context
 from app.prompts import PROMPT_FORMATS
-from app.schemas.hyperparameters import SEQ_LEN
+from app.schemas.hyperparameters import BATCHINGS, SEQ_LEN
 
 router = APIRouter(include_in_schema=False)
 router.include_router(models_page.router)  # /models: the models page and its trust switch
@@ -93,6 +93,7 @@ def _form_context(session: Any, user: Any, values: dict[str, str] | None = None,
         "form_model": form_model,
         "form_dataset": form_dataset,
         "prompt_formats": PROMPT_FORMATS,
+        "batchings": BATCHINGS,
         "preview": _preview(session, user, {"dataset": form_dataset, **values}),
         "models": list_models(),
         "datasets": datasets,
