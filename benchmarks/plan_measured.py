@@ -1,8 +1,10 @@
 """Traced vs measured: the traced peak of a demo-model step against a real CPU step (issue 4, acceptance 2).
 
-The real step runs the same code as the trace (`training_step`, the same
-optimiser with its states already made, GPU-like fused dropout), on real
-tensors, under the PyTorch profiler with memory records; its peak is the
+The real step runs the same code as the trace (`training_step`: the
+worker's own loss, `worker.train.loss.summed_loss`, on the same worst-case
+batch, every position a target; the same optimiser with its states already
+made, GPU-like fused dropout), on real tensors, under the PyTorch profiler
+with memory records; its peak is the
 running sum of the profiler's memory timeline (+size on CREATE and
 PREEXISTING, -size on DESTROY), which knows nothing of the tracer's counter.
 QLoRA is left out: the trace emulates bitsandbytes' 4-bit layers.
@@ -39,7 +41,7 @@ def measure(method: str, seq_len: int = 128, batch_size: int = 4) -> tuple[int, 
     from app.planner.catalog import load_catalog
     from app.planner.setup import TrainingSetup
     from worker.trace.step import (_fused_dropout, _unpacked_batches, trace_optimizer, trace_step, training_step,
-                                   uses_autocast, warm_up)
+                                   uses_autocast, warm_up, worst_case_batch)
     from worker.trace.model import DTYPES, apply_method, build_meta_model
 
     arch = load_catalog().architecture("demo")
@@ -52,10 +54,10 @@ def measure(method: str, seq_len: int = 128, batch_size: int = 4) -> tuple[int, 
     with _fused_dropout(), _unpacked_batches():
         opt, params = trace_optimizer(model, setup)
         warm_up(opt, params, setup)
-        ids = torch.randint(0, arch.vocab_size, (batch_size, seq_len))
+        batch = worst_case_batch(torch.randint(0, arch.vocab_size, (batch_size, seq_len)))
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                      with_stack=False) as prof:
-            training_step(model, opt, params, ids, uses_autocast(setup))
+            training_step(model, opt, params, batch, uses_autocast(setup))
     return traced, measured_peak(prof)
 
 

@@ -10,7 +10,7 @@ from app.planner.catalog import load_catalog
 from app.planner.compute import flops_per_step
 from app.planner.estimate import runtime_overhead
 from app.planner.fit import make_it_fit
-from app.planner.memory import estimate_memory
+from app.planner.memory import CHUNK, estimate_memory
 from app.planner.params import nf4_bytes_per_param, trainable_count
 from app.planner.setup import TrainingSetup
 from tests.helpers.demo_config import DEMO
@@ -69,7 +69,18 @@ def test_logits_buffer_grows_with_the_vocabulary() -> None:
     small_logits = estimate_memory(small, setup).breakdown["logits"]
     large_logits = estimate_memory(large, setup).breakdown["logits"]
     assert large_logits > 3.9 * small_logits
-    assert small_logits >= 12 * 32_000 * 2 * 511  # fp32 log-probs, their gradient and its input (F6)
+    assert small_logits >= 2 * 4 * 32_000 * 1022  # one chunk's fp32 logits and logsumexp's temporary
+
+
+def test_the_targets_only_loss_is_bounded_by_one_chunk() -> None:
+    """The worker's loss holds one CHUNK of fp32 logits at a time, however long the batch; prompt tuning
+    (peft's own forward) still makes the full logits (F6)."""
+    arch = Architecture.from_config({**DEMO, "vocab_size": 32_000})
+    logits = {s: estimate_memory(arch, TrainingSetup.build("lora", {}, seq_len=s, batch_size=4)).breakdown["logits"]
+              for s in (1024, 4096)}
+    assert logits[4096] < 1.1 * logits[1024] < 3 * 4 * CHUNK * 32_000
+    prompt = TrainingSetup.build("prompt", {}, seq_len=512, batch_size=2)
+    assert estimate_memory(arch, prompt).phases["backward_start"] > 12 * 32_000 * 2 * 511
 
 
 def test_gradient_checkpointing_reduces_activations() -> None:

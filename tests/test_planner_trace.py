@@ -99,3 +99,35 @@ def test_plan_task_stores_a_traced_answer() -> None:
     run_plan_trace("bad", {"model": "demo", "methods": ["freeze"], "seq_len": 64,
                            "method_config": {"freeze": {"trainable_layers": 9}}}, store, load_catalog())
     assert "trainable_layers" in json.loads(store["bad"])["error"]
+
+
+def test_the_planner_chunks_the_loss_as_the_worker_does() -> None:
+    """app/planner may not import worker/, so it keeps its own copy of the loss's chunk size."""
+    from app.planner.memory import CHUNK
+    from worker.train.loss import CHUNK as WORKER_CHUNK
+
+    assert CHUNK == WORKER_CHUNK
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora", "qlora", "prompt"])
+def test_instant_matches_traced_with_a_real_vocabulary(method: str) -> None:
+    """On the demo the loss is negligible; with Qwen2.5's 151k vocabulary and more target rows than one
+    CHUNK, the chunked loss (or prompt tuning's full logits) decides the peak, and must still agree."""
+    arch = load_catalog().architecture("qwen2.5-0.5b")
+    setup = TrainingSetup.build(method, {}, seq_len=640, batch_size=2)
+    traced = trace_step(arch, setup)
+    instant = estimate_memory(arch, setup)
+    assert abs(instant.peak - traced.peak_bytes) <= 0.03 * traced.peak_bytes, (instant.phase, traced.peak_phase)
+    assert abs(instant.phases["forward"] - traced.phase_peaks["forward"]) <= 0.03 * traced.phase_peaks["forward"]
+
+
+def test_the_trace_runs_the_workers_chunked_loss() -> None:
+    """The traced step holds one chunk of fp32 logits (and logsumexp's temporary of the same size), not
+    the whole batch's: 1278 target rows, two chunks, the loss's tensors under ~2.2 chunks of logits."""
+    from worker.train.loss import CHUNK
+
+    arch = load_catalog().architecture("qwen2.5-0.5b")
+    traced = trace_step(arch, TrainingSetup.build("lora", {}, seq_len=640, batch_size=2))
+    chunk_logits = 4 * CHUNK * arch.vocab_size
+    assert traced.peak_phase == "forward"
+    assert 2 * chunk_logits <= traced.breakdown["logits"] < 2.2 * chunk_logits

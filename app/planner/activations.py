@@ -108,9 +108,14 @@ def _lora_input(num: Numerics, plan: LayerPlan, d_in: int, d_out: int, grad_in: 
     elif num.lora_cast or num.autocast or num.autocast_peft:
         saved.token += num.lora_in * d_in
     saved.token += num.lora_in * plan.r
-    if plan.dora:
+    if plan.dora and plan.dropout:
         saved.token += 2 * FP32 * d_out  # base and LoRA outputs recomputed in fp32 for the rescale
         saved.weight += 3 * FP32 * d_out + (FP32 * d_in * d_out if grad_in else 0)  # weight norm; W in fp32
+    elif plan.dora:
+        # Without dropout peft rescales the base layer's own output rather than recomputing x·Wᵀ
+        # through an fp32 copy of W: it keeps that output and the LoRA output, and no copy of W.
+        saved.token += (num.linear + num.lora_in) * d_out
+        saved.weight += 3 * FP32 * d_out  # magnitude / weight norm
     if num.autocast or num.autocast_peft:
         saved.weight += 2 * plan.r * (d_in + d_out)  # bf16 casts of A and B
     return saved

@@ -7,7 +7,11 @@ depends on the method. A frozen weight needs no weight-gradient matmul, but
 its input gradient is still computed wherever a gradient must pass below it;
 below the lowest trainable tensor nothing runs backward at all; checkpointing
 adds one forward of each layer; prompt tuning lengthens every sequence and
-prefix tuning every attention.
+prefix tuning every attention. The output layer runs over the target
+positions only (the worker's targets-only loss), over every position where
+the loss still computes the full logits (prompt and prefix tuning,
+soft-capped heads). Sequences are counted at seq_len: the planner's worst
+micro-batch (grouped batches pad little, so a typical step is shorter).
 
 Time = FLOPs / (dense bf16 peak × utilisation for the method on that GPU);
 cost = time × price per hour. The utilisation factors live in the GPU
@@ -16,7 +20,8 @@ catalog, because they are measurements to calibrate, not facts of nature.
 from __future__ import annotations
 
 from app.planner.architecture import Architecture
-from app.planner.memory import layer_plans, embedding_trains, head_trains
+from app.planner.memory import (embedding_trains, final_norm_trains, head_trains, layer_plans, loss_rows,
+                                 targets_only_loss)
 from app.planner.activations import LayerPlan
 from app.planner.setup import TrainingSetup
 
@@ -55,10 +60,10 @@ def _layer_flops(arch: Architecture, plan: LayerPlan, tokens: int, s_q: int, s_k
                 # B: weight and input gradients; A: weight gradient, input gradient if one flows.
                 bwd += 2.0 * tokens * plan.r * d_out * 2 + 2.0 * tokens * plan.r * d_in * (2 if flows else 1)
                 if plan.dora:
-                    # peft's DoRA materialises B·A for the column norm and runs x through the full
-                    # weight again in fp32 (the base output is rescaled by magnitude / norm).
-                    fwd += 2.0 * d_out * plan.r * d_in + mm
-                    bwd += mm if flows else 0.0
+                    # peft's DoRA materialises B·A for the column norm; with dropout it also runs x
+                    # through the full weight again in fp32 (without, it rescales the base output).
+                    fwd += 2.0 * d_out * plan.r * d_in + (mm if plan.dropout else 0.0)
+                    bwd += mm if flows and plan.dropout else 0.0
         flows = flows or plan.base_trainable or any(n in plan.targets for n in stage)
         if index == 0:
             flows = flows or plan.prefix > 0
@@ -84,7 +89,13 @@ def flops_per_micro_batch(arch: Architecture, setup: TrainingSetup) -> float:
         fwd, bwd, again, out = _layer_flops(arch, plan, tokens, s_q, s_k, b, grad)
         total += fwd + bwd + (again if setup.uses_checkpointing and bwd > 0 else 0.0)
         grad = grad or out
-    head = 2.0 * tokens * arch.hidden_size * arch.vocab_size
+    if targets_only_loss(arch, setup):
+        # The worker's loss runs the output layer over the target positions only (all but each row's
+        # first in the worst case), its input gradient wherever one reaches the decoder's output.
+        head = 2.0 * loss_rows(setup) * arch.hidden_size * arch.vocab_size
+        grad = grad or final_norm_trains(setup)
+    else:
+        head = 2.0 * tokens * arch.hidden_size * arch.vocab_size
     total += head + (head if grad else 0.0) + (head if head_trains(arch, setup) else 0.0)
     return total
 

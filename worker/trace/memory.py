@@ -29,15 +29,22 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry, sdpa_backward_flop, sdpa_flop
+from torch.utils.flop_counter import addmm_flop, flop_registry, sdpa_backward_flop, sdpa_flop
 
 aten = torch.ops.aten
-# The CPU flash-attention kernel we trace with is missing from the registry (it knows the CUDA ones).
+# The CPU flash-attention kernel we trace with is missing from the registry (it knows the CUDA ones), and
+# so is the in-place addmm_ the worker's loss accumulates the output layer's weight gradient with.
 FLOP_FORMULAS: dict[Any, Any] = {
     **flop_registry,
+    aten.addmm_: addmm_flop,
     aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop,
 }
+
+# Ops whose CPU and CUDA kernels allocate a temporary the size of their input that their meta kernel
+# does not: logsumexp computes sum((x - max).exp_()) (ATen's logsumexp_out_impl), as the worker's
+# chunked loss does on every chunk of logits.
+SCRATCH_LIKE_INPUT = frozenset({aten.logsumexp.default})
 
 # Categories that are not on the device: kept for the record, left out of totals.
 OFF_DEVICE = frozenset({"paged"})
@@ -127,7 +134,13 @@ class LiveBytes(TorchDispatchMode):
     # -- the dispatch hook -------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        scratch = None
+        if func in SCRATCH_LIKE_INPUT:
+            # The real kernel makes an input-sized temporary; the fake (meta) kernel only its output.
+            scratch = torch.empty_like(args[0])
+            self.track(scratch)
         out = func(*args, **kwargs)
+        del scratch
         if self.count_flops:
             formula = FLOP_FORMULAS.get(func._overloadpacket)
             if formula is not None:

@@ -8,6 +8,12 @@ backward and `optimizer.step()` run under `FakeTensorMode`, with
 `LiveBytes` counting live storage and FLOPs. No
 weights are loaded, nothing is computed, no GPU is needed.
 
+The loss is the worker's own (`worker.train.loss.summed_loss`), on the
+planner's worst case: a full batch_size × seq_len batch whose every position
+after the first is a target. Its targets-only output layer picks positions
+with a boolean mask, whose size fake tensors cannot know; `_AllTargets`
+resolves those picks from what the trace itself put in the labels.
+
 What is made to look like a GPU run: AdamW and SGD use their `foreach`
 implementations (the CUDA default, whose `step()` allocates one temporary per
 state), dropout uses the fused `native_dropout` (a 1-byte mask, not the CPU
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +38,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
+from worker.train import loss as worker_loss
+from worker.train.data import IGNORE_INDEX, Batch
 from worker.trace.memory import LiveBytes
 from worker.trace.model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
+
+aten = torch.ops.aten
 
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only tensors of at least 1e5 elements
 SGD_MOMENTUM = 0.9  # as worker.methods.optimizers
@@ -60,20 +72,33 @@ class TraceResult:
 
 @contextlib.contextmanager
 def _unpacked_batches() -> Iterator[None]:
-    """Tell transformers the batch is not packed, as it concludes from real position ids.
+    """Tell transformers the batch is neither packed nor padded, as it concludes from real values.
 
-    On fake tensors it cannot read them, assumes packing, and materialises an
-    s×s mask per layer (which also expands k/v to every head): memory a real
-    unpacked run never allocates.
+    On fake tensors it cannot read the position ids, assumes packing, and
+    materialises an s×s mask per layer (which also expands k/v to every head);
+    nor can it read the all-ones attention mask the worker's loss passes, so it
+    builds a (batch, 1, s, s) mask and hands SDPA an explicit mask instead of
+    `is_causal`: memory a real run of the same unpadded batch never allocates.
+    The planner's worst-case batch pads nothing (`worst_case_batch`).
     """
+    from torch._subclasses.fake_tensor import is_fake
     from transformers import masking_utils
 
     original = masking_utils.find_packed_sequence_indices
+    original_skip = masking_utils._ignore_causal_mask_sdpa
+
+    def skip(padding_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> bool:
+        if padding_mask is not None and is_fake(padding_mask):
+            padding_mask = None  # all ones: the trace's batches have no padding
+        return original_skip(padding_mask, *args, **kwargs)
+
     masking_utils.find_packed_sequence_indices = lambda position_ids: None
+    masking_utils._ignore_causal_mask_sdpa = skip
     try:
         yield
     finally:
         masking_utils.find_packed_sequence_indices = original
+        masking_utils._ignore_causal_mask_sdpa = original_skip
 
 
 @contextlib.contextmanager
@@ -91,6 +116,102 @@ def _fused_dropout() -> Iterator[None]:
         yield
     finally:
         F.dropout = original  # type: ignore[assignment]
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+class _AllTargets(TorchDispatchMode):
+    """Resolve the loss's boolean picks (`hidden[picked]`, `targets[picked]`) on fake tensors.
+
+    Why: `summed_loss` keeps the positions whose label is not IGNORE_INDEX with
+    a boolean mask; indexing by a mask needs its values (`nonzero`), which a
+    fake tensor does not have, so FakeTensorMode refuses. Here the values are
+    known: the trace made the labels, every one a target. A mask made by
+    `labels[...] != IGNORE_INDEX` from those labels is therefore all true, and
+    an index by it (forward, and the `index_put` of its backward) is replaced
+    by the index by its `nonzero()` columns, as ATen itself does: same output
+    shapes, and the (positions × dims) int64 `nonzero` result is allocated as a
+    real run allocates it. Any other mask is left alone (and would still fail
+    loudly rather than be guessed).
+    """
+
+    INDEXING = frozenset({aten.index.Tensor, aten.index_put.default, aten.index_put_.default,
+                          aten._index_put_impl_.default})
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.labels = _storage_key(labels)
+        self.all_true: set[int] = set()
+
+    def _forget(self, key: int) -> None:
+        self.all_true.discard(key)
+
+    def _resolved(self, indices: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:
+        out: list[torch.Tensor | None] = []
+        changed = False
+        for index in indices:
+            if index is not None and index.dtype == torch.bool and _storage_key(index) in self.all_true:
+                nonzero = torch.empty((index.numel(), index.dim()), dtype=torch.long, device=index.device)
+                out += list(nonzero.unbind(1))
+                changed = True
+            else:
+                out.append(index)
+        return out if changed else None
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in self.INDEXING:
+            resolved = self._resolved(list(args[1]))
+            if resolved is not None:
+                args = (args[0], resolved, *args[2:])
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if func is aten.ne.Scalar and args[1] == IGNORE_INDEX and _storage_key(args[0]) == self.labels:
+            key = _storage_key(out)
+            self.all_true.add(key)
+            weakref.finalize(out.untyped_storage(), self._forget, key)
+        return out
+
+
+@contextlib.contextmanager
+def _loss_category(live: LiveBytes) -> Iterator[None]:
+    """File the targets-only loss's tensors as "logits", as the output layer's hook does on the full path.
+
+    Why a wrapper: `linear_cross_entropy` multiplies by the output layer's
+    weight with `F.linear` inside its autograd Function, so the head module
+    (whose forward pre-hook switches the category on the full-logits path) is
+    never called. Everything it makes (a chunk's fp32 logits, the input
+    gradient, the weight gradient when the head trains) is loss memory, until
+    the gradient reaches the decoder's output again.
+    """
+    original = worker_loss.linear_cross_entropy
+
+    def tracked(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
+                chunk: int = worker_loss.CHUNK) -> torch.Tensor:
+        live.category = "logits"
+        if hidden.requires_grad:
+            hidden.register_hook(lambda g: setattr(live, "category", "activations"))
+        return original(hidden, head, targets, chunk)
+
+    worker_loss.linear_cross_entropy = tracked  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        worker_loss.linear_cross_entropy = original  # type: ignore[assignment]
+
+
+def worst_case_batch(ids: torch.Tensor) -> Batch:
+    """The planner's micro-batch: batch_size × seq_len real tokens, every position after the first a target.
+
+    Why every position: the loss's memory grows with its targets; a job's
+    batch has at most this many (grouped batches pad to their longest row, a
+    padding-free one packs at most as many tokens).
+    """
+    b, s = ids.shape
+    return Batch(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clone(),
+                 n_tokens=b * s, n_targets=b * (s - 1))
 
 
 def _param_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
@@ -164,15 +285,15 @@ def uses_autocast(setup: TrainingSetup) -> bool:
 
 
 def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
-                  ids: torch.Tensor, autocast: bool, phase: Callable[[str], None] = lambda name: None) -> None:
-    """One micro-batch and one optimiser step, with the worker's loss (worker/train/loop.py `summed_loss`)."""
-    s = ids.shape[1]
+                  batch: Batch, autocast: bool, phase: Callable[[str], None] = lambda name: None,
+                  loss_fn: Callable[[torch.nn.Module, Batch, torch.device], torch.Tensor] | None = None) -> None:
+    """One micro-batch and one optimiser step, with the worker's loss (`worker.train.loss.summed_loss`).
+
+    `loss_fn` replaces it only to measure another loss on the same step (benchmarks/loss_memory.py).
+    """
     phase("forward")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=ids).logits
-        logits = logits[:, logits.shape[1] - s:]  # prompt tuning's virtual positions come first
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum")
-    del logits
+        loss = (loss_fn or worker_loss.summed_loss)(model, batch, batch.input_ids.device)
     phase("backward")
     loss.backward()
     del loss
@@ -193,7 +314,8 @@ def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
     if setup.spec.quantized_base:
         notes.append("traced: 4-bit base layers emulated (packed NF4 weights, transient dequantised weight)")
     b, s = setup.batch_size, setup.seq_len
-    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout(), _unpacked_batches():
+    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout(), _unpacked_batches(), \
+            _loss_category(live):
         fakeify(model, live.move)
         opt, params = trace_optimizer(model, setup)
         warm_up(opt, params, setup, live)
@@ -212,9 +334,10 @@ def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
             live.count_flops = name != "optimizer"
 
         handle = model.get_output_embeddings().register_forward_pre_hook(enter_head)
-        ids = torch.randint(0, arch.vocab_size, (b, s))
+        batch = worst_case_batch(torch.randint(0, arch.vocab_size, (b, s)))
         live.reset_peak()
-        training_step(model, opt, params, ids, uses_autocast(setup), phase)
+        with _AllTargets(batch.labels):
+            training_step(model, opt, params, batch, uses_autocast(setup), phase)
         handle.remove()
     total = arch_total_params(arch)  # the base model's, as the instant estimate reports it
     return TraceResult(
