@@ -69,7 +69,7 @@ def test_logits_buffer_grows_with_the_vocabulary() -> None:
     small_logits = estimate_memory(small, setup).breakdown["logits"]
     large_logits = estimate_memory(large, setup).breakdown["logits"]
     assert large_logits > 3.9 * small_logits
-    assert small_logits >= 2 * 4 * 32_000 * 1022  # one chunk's fp32 logits and logsumexp's temporary
+    assert small_logits >= 4 * 32_000 * 1022  # one chunk of fp32 logits (the softmax is made in its storage)
 
 
 def test_the_targets_only_loss_is_bounded_by_one_chunk() -> None:

@@ -11,16 +11,16 @@ peak that matters is the second step's, not the first.
 The loss follows the worker's (`worker.train.loss`, issue 13). It runs the
 output layer over the target positions only (all but each row's first, in
 the planner's worst case), CHUNK positions at a time, and makes the gradients
-in the forward: at its worst a chunk's fp32 logits and logsumexp's temporary
-of the same size (2 × min(CHUNK, rows) × V × 4 bytes; in bf16 the chunk's
+in the forward: at its worst one chunk's fp32 logits, the logsumexp and the
+softmax computed in their storage (min(CHUNK, rows) × V × 4 bytes; in bf16 the chunk's
 gradient cast and the weight gradient's fp32 copies on top), next to the
 picked hidden states, the input gradient it fills (rows × h) and, when the
 output layer trains, its fp32 weight gradient (V × h). Its autograd Function
 keeps neither the head's input nor a cast of its weight. Prompt and prefix
 tuning and soft-capped heads (Gemma-2) keep the full-logits term (F6). On
-SmolLM2-135M LoRA (fp32, batch 4 × 288) the profiler-measured peak fell from
-2313.6 to 2046.3 MB (1.18 float32 logits tensors); traced 2046.3 MB, this
-closed form 2044.1 MB (-0.11 %). DoRA without dropout (peft's default)
+SmolLM2-135M LoRA (fp32, batch 2 × 256) the profiler-measured peak fell from
+1330.3 to 1132.9 MB (1.96 float32 logits tensors); traced 1132.9 MB, this
+closed form 1131.8 MB (-0.09 %). DoRA without dropout (peft's default)
 rescales the base output instead of recomputing x·Wᵀ in fp32
 (`activations._lora_input`).
 """
@@ -205,7 +205,7 @@ def _targets_only_loss(arch: Architecture, setup: TrainingSetup, num: Numerics, 
     the input gradient it fills (rows × h) and, when the output layer trains,
     its fp32 weight gradient (V × h); then, one chunk at a time, the worst of
     making the logits (the matmul's output and its fp32 copy; under autocast
-    the bf16 weight cast; then logsumexp's logits-sized temporary) and of making their gradient (fp32 softmax in place,
+    the bf16 weight cast; logsumexp runs in place) and of making their gradient (fp32 softmax in place,
     its cast to the hidden dtype, the fp32 copies the weight gradient's addmm
     takes). Backward: the saved gradients and their scaled copies (the
     weight's cast back to its dtype).
@@ -223,7 +223,6 @@ def _targets_only_loss(arch: Architecture, setup: TrainingSetup, num: Numerics, 
     if autocast and needs_w:
         kept += 2 * V * h  # autocast caches its bf16 cast of a trainable weight for the whole region
     make = max(chunk * V * lb + (2 * V * h if autocast else 0), chunk * V * (lb + FP32) if lb < FP32 else 0)
-    make = max(make, 2 * chunk * V * FP32)  # the fp32 logits and logsumexp's (x - max).exp_() temporary
     grads = 0.0
     if grad_out or needs_w:
         grads = chunk * V * FP32 + (chunk * V * hb if hb < FP32 else 0)

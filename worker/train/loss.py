@@ -48,11 +48,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk):
             h, t = hidden[start:start + chunk], targets[start:start + chunk]
             logits = F.linear(h, weight, bias).to(wide)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum(dtype=torch.float64)
+            picked = logits.gather(1, t[:, None]).squeeze(1)
+            # logsumexp by hand, in the logits' own storage (torch.logsumexp allocates a copy of its input)
+            top = logits.amax(dim=-1, keepdim=True)
+            sums = logits.sub_(top).exp_().sum(dim=-1)
+            total += (top.squeeze(1) + sums.log() - picked).sum(dtype=torch.float64)
             if grad_h is None and grad_w is None and grad_b is None:
                 continue
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in the logits' own storage
+            probs = logits.div_(sums[:, None])  # the softmax, still in the same storage
             probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0
             grad = probs.to(h.dtype)
             if grad_h is not None:
@@ -61,7 +64,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_w.addmm_(grad.t().to(wide), h.to(wide))
             if grad_b is not None:
                 grad_b += probs.sum(0)
-            del logits, probs, grad
+            del logits, probs, grad, picked, top, sums
         ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
         ctx.has = (grad_h is not None, grad_w is not None, grad_b is not None)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
