@@ -2,15 +2,21 @@
 for the whole session; `api` is the same app in-process on SQLite, without Redis or a worker."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import os
 
-import httpx
-import pytest
+# The suite runs many trainers at once on few cores: every process waits passively for its OpenMP
+# threads (a trainer alone would spin briefly, worker/train/threads.py). Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tests.helpers.assets import shared_assets
-from tests.helpers.local_api import LocalApi, local_api
-from tests.helpers.stack import Stack, running_stack
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.helpers.assets import shared_assets  # noqa: E402
+from tests.helpers.local_api import LocalApi, local_api  # noqa: E402
+from tests.helpers.stack import Stack, running_stack  # noqa: E402
 
 # `browser` and `page` (headless Chromium, logged in) for the page tests; `postgres_database`.
 pytest_plugins = ["tests.helpers.browser", "tests.helpers.postgres"]

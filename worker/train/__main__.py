@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
-# Must be set before torch loads OpenMP. Busy-waiting OpenMP threads collapse
-# throughput when several trainers share few cores (measured on 2 cores: a
-# 40-step demo job went from ~13 s to 50-90 s next to one other trainer);
-# passive waiting keeps it at ~15 s. An explicit setting from the parent wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Must be decided before torch loads OpenMP: a brief spin when this trainer has the
+# machine to itself, passive waiting when it shares it (worker/train/threads.py).
+from worker.train.threads import choose_wait_policy, other_trainers  # noqa: E402
+
+WAIT_POLICY = choose_wait_policy(os.environ, other_trainers())
 
 import logging  # noqa: E402 - after the OpenMP setting on purpose
 import sys  # noqa: E402
@@ -48,6 +48,8 @@ def main(argv: list[str]) -> int:
     try:
         from worker.train.loop import train
         from worker.train.spec import load_spec
+
+        events.log(f"CPU threads wait: {WAIT_POLICY}")
 
         train(load_spec(Path(argv[0])))
     except Stopped:
