@@ -124,11 +124,11 @@ def _losses(tmp_path: Path, assets: tuple[Path, Path], name: str, method: str, *
     return [point["loss"] for point in run.of("metric")]
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
 def test_a_padding_free_job_logs_the_padded_jobs_loss_at_every_step(
-        tmp_path: Path, assets: tuple[Path, Path], method: str) -> None:
-    padded = _losses(tmp_path, assets, "padded", method, batching="padded")
-    packed = _losses(tmp_path, assets, "packed", method, batching="padding_free")
+        tmp_path: Path, assets: tuple[Path, Path]) -> None:
+    """LoRA end to end (full fine-tuning's batches are checked above, without the trainer's start-up)."""
+    padded = _losses(tmp_path, assets, "padded", "lora", batching="padded")
+    packed = _losses(tmp_path, assets, "packed", "lora", batching="padding_free")
     assert len(padded) == 6 and packed == pytest.approx(padded, rel=1e-5)
 
 

@@ -10,7 +10,8 @@ from app.planner.catalog import load_catalog
 from app.planner.compute import flops_per_step
 from app.planner.estimate import runtime_overhead
 from app.planner.fit import make_it_fit
-from app.planner.memory import CHUNK, estimate_memory
+from app.planner.loss_memory import CHUNK
+from app.planner.memory import estimate_memory
 from app.planner.params import nf4_bytes_per_param, trainable_count
 from app.planner.setup import TrainingSetup
 from tests.helpers.demo_config import DEMO

@@ -103,7 +103,7 @@ def test_plan_task_stores_a_traced_answer() -> None:
 
 def test_the_planner_chunks_the_loss_as_the_worker_does() -> None:
     """app/planner may not import worker/, so it keeps its own copy of the loss's chunk size."""
-    from app.planner.memory import CHUNK
+    from app.planner.loss_memory import CHUNK
     from worker.train.loss import CHUNK as WORKER_CHUNK
 
     assert CHUNK == WORKER_CHUNK

@@ -19,6 +19,7 @@ from app.planner.architecture import Architecture
 
 FP32 = 4
 MASK = 1  # native_dropout's bool mask
+IDS = 8  # int64 token ids
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ catalog, because they are measurements to calibrate, not facts of nature.
 from __future__ import annotations
 
 from app.planner.architecture import Architecture
-from app.planner.memory import (embedding_trains, final_norm_trains, head_trains, layer_plans, loss_rows,
-                                 targets_only_loss)
+from app.planner.loss_memory import loss_rows, targets_only_loss
+from app.planner.memory import embedding_trains, final_norm_trains, head_trains, layer_plans
 from app.planner.activations import LayerPlan
 from app.planner.setup import TrainingSetup
 
