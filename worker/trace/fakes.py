@@ -24,6 +24,19 @@ aten = torch.ops.aten
 
 
 @contextlib.contextmanager
+def _patched(owner: Any, **values: Any) -> Iterator[None]:
+    """`owner`'s attributes set to `values` for the block, then put back whatever happens."""
+    originals = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in originals.items():
+            setattr(owner, name, value)
+
+
+@contextlib.contextmanager
 def _unpacked_batches() -> Iterator[None]:
     """Tell transformers the batch is neither packed nor padded, as it concludes from real values.
 
@@ -37,7 +50,6 @@ def _unpacked_batches() -> Iterator[None]:
     from torch._subclasses.fake_tensor import is_fake
     from transformers import masking_utils
 
-    original = masking_utils.find_packed_sequence_indices
     original_skip = masking_utils._ignore_causal_mask_sdpa
 
     def skip(padding_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> bool:
@@ -45,30 +57,21 @@ def _unpacked_batches() -> Iterator[None]:
             padding_mask = None  # all ones: the trace's batches have no padding
         return original_skip(padding_mask, *args, **kwargs)
 
-    masking_utils.find_packed_sequence_indices = lambda position_ids: None
-    masking_utils._ignore_causal_mask_sdpa = skip
-    try:
+    with _patched(masking_utils, find_packed_sequence_indices=lambda position_ids: None,
+                  _ignore_causal_mask_sdpa=skip):
         yield
-    finally:
-        masking_utils.find_packed_sequence_indices = original
-        masking_utils._ignore_causal_mask_sdpa = original_skip
 
 
 @contextlib.contextmanager
 def _fused_dropout() -> Iterator[None]:
     """Route `F.dropout` to `native_dropout`, as CUDA does (bool mask, not float noise)."""
-    original = F.dropout
-
     def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
         if not training or p == 0.0:
             return input
         return torch.native_dropout(input, p, True)[0]
 
-    F.dropout = dropout  # type: ignore[assignment]
-    try:
+    with _patched(F, dropout=dropout):
         yield
-    finally:
-        F.dropout = original  # type: ignore[assignment]
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
@@ -148,11 +151,8 @@ def _loss_category(live: LiveBytes) -> Iterator[None]:
             hidden.register_hook(lambda g: setattr(live, "category", "activations"))
         return original(hidden, head, targets, chunk)
 
-    worker_loss.linear_cross_entropy = tracked  # type: ignore[assignment]
-    try:
+    with _patched(worker_loss, linear_cross_entropy=tracked):
         yield
-    finally:
-        worker_loss.linear_cross_entropy = original  # type: ignore[assignment]
 
 
 def worst_case_batch(ids: torch.Tensor) -> Batch:
