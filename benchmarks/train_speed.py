@@ -24,7 +24,10 @@ ours) on q,v; learning rate 2e-4, cosine to 10 % of it with no warm-up (the
 Trainer's `cosine_with_min_lr`, our schedule), weight decay 0, gradient
 clipping 1.0, seed 42, batch 8, seq_len 256, 30 steps, no gradient
 checkpointing. Each contender's optimiser is its own default (the Trainer's and
-TRL's: AdamW from `TrainingArguments.optim`).
+TRL's: AdamW from `TrainingArguments.optim`). Threads: every run is alone on
+the machine, so our trainer lets its OpenMP threads spin briefly
+(`worker/train/threads.py`) and the others run with libgomp's default wait
+policy (a longer spin); run it with nothing else busy.
 
 Measured the same way for each: real (non-padding) tokens per second of the
 training steps (our summary's `tokens_per_second`; for the Trainer and TRL, a
