@@ -10,7 +10,8 @@ from app.planner.architecture import Architecture
 class LoraOptions(TargetedOptions):
     r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update; 8–64 is typical")
     alpha: float = Field(16, gt=0, le=4096, description="The update is scaled by alpha / r")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0, peft's default: its masks cost 3-10 % of a CPU step; 0.05 can help small datasets)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0, peft's default: its masks "
+                                                        "cost 3-10 % of a CPU step; 0.05 can help small datasets)")
     target_modules: TargetModules = Field(
         "attention", description="minimal = q,v · attention = q,k,v,o · all-linear = attention + MLP, or module names"
     )

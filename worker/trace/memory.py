@@ -41,11 +41,6 @@ FLOP_FORMULAS: dict[Any, Any] = {
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop,
 }
 
-# Ops whose CPU and CUDA kernels allocate a temporary the size of their input that their meta kernel
-# does not: logsumexp computes sum((x - max).exp_()) (ATen's logsumexp_out_impl), as the worker's
-# chunked loss does on every chunk of logits.
-SCRATCH_LIKE_INPUT = frozenset({aten.logsumexp.default})
-
 # Categories that are not on the device: kept for the record, left out of totals.
 OFF_DEVICE = frozenset({"paged"})
 
@@ -134,13 +129,7 @@ class LiveBytes(TorchDispatchMode):
     # -- the dispatch hook -------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        scratch = None
-        if func in SCRATCH_LIKE_INPUT:
-            # The real kernel makes an input-sized temporary; the fake (meta) kernel only its output.
-            scratch = torch.empty_like(args[0])
-            self.track(scratch)
         out = func(*args, **kwargs)
-        del scratch
         if self.count_flops:
             formula = FLOP_FORMULAS.get(func._overloadpacket)
             if formula is not None:

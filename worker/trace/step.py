@@ -45,7 +45,6 @@ from worker.trace.fakes import (_AllTargets, _fused_dropout, _loss_category, _un
 from worker.trace.memory import LiveBytes
 from worker.trace.model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
 
-
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages only tensors of at least 1e5 elements
 SGD_MOMENTUM = 0.9  # as worker.methods.optimizers
 

@@ -74,10 +74,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = iter(ctx.saved_tensors)
         grad_h, grad_w, grad_b = (next(saved) if has else None for has in ctx.has)
-        scale = grad_out
-        return (None if grad_h is None else grad_h * scale.to(grad_h.dtype),
-                None if grad_w is None else (grad_w * scale).to(ctx.dtypes[0]),
-                None if grad_b is None else (grad_b * scale).to(ctx.dtypes[1]),
+        return (None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
+                None if grad_w is None else (grad_w * grad_out).to(ctx.dtypes[0]),
+                None if grad_b is None else (grad_b * grad_out).to(ctx.dtypes[1]),
                 None, None)
 
 
