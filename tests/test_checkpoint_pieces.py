@@ -46,3 +46,30 @@ def test_a_full_disk_during_torch_save_is_reported_as_no_space_left(tmp_path: Pa
     assert "previous checkpoint is intact" in str(error)
     other = CheckpointWriteError(7, tmp_path, PermissionError(errno.EACCES, "Permission denied"))
     assert other.errno == errno.EACCES and "Permission denied" in str(other)
+
+
+def _complete(folder: Path, step: int) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "state.json").write_text("{}")
+    return path
+
+
+def test_a_resume_prefers_the_newest_checkpoint_the_history_records(tmp_path: Path) -> None:
+    """A worker SIGKILLed between reading a step's metric and storing it leaves an orphaned trainer
+    that can finish a newer checkpoint: resuming from it would leave that step out of the history."""
+    from worker.train.checkpoint import latest
+
+    for step in (4, 6, 8):
+        _complete(tmp_path, step)
+    assert latest(tmp_path).name == "checkpoint-8"
+    assert latest(tmp_path, through=6).name == "checkpoint-6"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6"]  # 8 is gone
+
+
+def test_a_resume_with_no_recorded_checkpoint_left_takes_the_newest(tmp_path: Path) -> None:
+    from worker.train.checkpoint import latest
+
+    _complete(tmp_path, 8)
+    assert latest(tmp_path, through=6).name == "checkpoint-8"  # better than starting over
+    assert latest(tmp_path, through=None).name == "checkpoint-8"

@@ -14,13 +14,13 @@ from typing import Any
 
 from redis import Redis
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app import storage
 from app.catalog.models import resolve_model_path
 from app.db import get_engine
 from app.events.kinds import EventKind
-from app.models import Dataset, Job, JobStatus, utcnow
+from app.models import Dataset, Job, JobEvent, JobStatus, utcnow
 from app.settings import get_settings
 from worker.lease import LeaseKeeper, lease_until
 from worker.relay import EventRelay
@@ -56,6 +56,7 @@ def write_spec(job: Job) -> tuple[Path, Path]:
         if dataset is None:
             raise LookupError(f"dataset {job.dataset_id} no longer exists")
         dataset_path = storage.absolute(dataset.path)
+        recorded = recorded_checkpoint(session, job.id) if job.resume else None
     directory = storage.job_dir(job.id)
     directory.mkdir(parents=True, exist_ok=True)
     if not job.resume:
@@ -69,6 +70,7 @@ def write_spec(job: Job) -> tuple[Path, Path]:
         "merged_dir": str(directory / "merged"),
         "checkpoint_dir": str(directory / "checkpoints"),
         "resume": job.resume,
+        "resume_through": recorded,
         "config": job.config,
     }
     spec_path = directory / "spec.json"
@@ -76,6 +78,15 @@ def write_spec(job: Job) -> tuple[Path, Path]:
     if not job.resume:
         _resume_from_now_on(job)
     return spec_path, output_dir
+
+
+def recorded_checkpoint(session: Session, job_id: str) -> int | None:
+    """The newest checkpoint the job's stored history announces. A trainer whose worker was
+    killed can finish a checkpoint whose event (and the metrics before it) never reached the
+    database; resuming from that one would leave steps missing from the history."""
+    rows = session.exec(select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.kind == EventKind.LOG))
+    steps = [d["checkpoint"]["step"] for d in rows if isinstance(d.get("checkpoint"), dict)]
+    return max(steps, default=None)
 
 
 def _resume_from_now_on(job: Job) -> None:

@@ -17,6 +17,7 @@ Instant (pure Python, no torch; milliseconds):
   records.py         stored plans (every plan computed through the API or the page), owned like jobs
   job_plan.py        the plan a job is launched with, and what its run measured
   plan_view.py       the plan page's form -> PlanRequest, answer -> table rows
+  launch_link.py     a plan row -> the new-job form's address, every setting carried
 
 Traced (imports torch): not here. The fake-tensor tracer, one real training
 step under FakeTensorMode, lives in worker/trace/ and runs on the worker's

@@ -8,14 +8,13 @@ links) are computed here so the template only lays them out.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlencode
 
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.planner.catalog import Catalog
+from app.planner.launch_link import launch_links
 from app.schemas.plan import PlanRequest
 
 _API = PlanRequest.model_fields
@@ -33,7 +32,6 @@ SEGMENTS = (  # breakdown key, legend label
     ("runtime_overhead", "runtime overhead"),
 )
 NUMBERS = ("seq_len", "batch_size", "gradient_accumulation", "epochs", "dataset_tokens")
-HUB_URL = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
 
 
 def _text(value: Any) -> str:
@@ -80,24 +78,6 @@ def form_errors(errors: Iterable[dict[str, Any]]) -> dict[str, str]:
         loc = [str(part) for part in error.get("loc", ()) if part != "body"]
         out.setdefault(".".join(loc) or "form", str(error.get("msg", "invalid")))
     return out
-
-
-def launch_links(methods: Iterable[str], values: dict[str, Any], catalog: Catalog, local_models: set[str]
-                 ) -> dict[str, str]:
-    """The new-job form, pre-filled: a catalog model that is also a local folder goes in `model`, else its hub id."""
-    common: dict[str, str] = {}
-    model = _text(values.get("hub_model")) or _text(values.get("model"))
-    if not _text(values.get("config_json")) and model:
-        if model in local_models:
-            common["model"] = model
-        else:
-            entry = catalog.model(model)
-            match = HUB_URL.search(entry.source) if entry is not None else None
-            common["hub_model"] = match.group(1) if match else model
-    for name in ("seq_len", "batch_size", "gradient_accumulation"):
-        if _text(values.get(name)):
-            common[name] = _text(values[name])
-    return {m: "/jobs/new?" + urlencode({"method": m, **common}) for m in methods}
 
 
 def _bar(estimate: dict[str, Any], widest: int) -> dict[str, Any]:

@@ -107,10 +107,21 @@ def remove_all(folder: Path) -> int:
     return len(found)
 
 
-def latest(folder: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
+def latest(folder: Path, through: int | None = None) -> Path | None:
+    """The newest complete checkpoint, or None. With `through`, the newest at or before that
+    step, discarding newer ones, as long as there is one (else the newest: better a resume whose
+    history misses a few metric points than starting over)."""
     found = complete_checkpoints(folder)
-    return found[-1] if found else None
+    recorded = [p for p in found if through is None or step_of(p) <= through]
+    if not recorded:
+        return found[-1] if found else None
+    for path in found[len(recorded):]:
+        _discard(path)
+    return recorded[-1]
+
+
+def step_of(path: Path) -> int:
+    return int(path.name.split("-")[1])
 
 
 def prune(folder: Path, keep: int) -> list[int]:
@@ -119,7 +130,7 @@ def prune(folder: Path, keep: int) -> list[int]:
     doomed = found[:-keep] if keep > 0 else found
     for path in doomed:
         _discard(path)
-    return [int(p.name.split("-")[1]) for p in doomed]
+    return [step_of(p) for p in doomed]
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -120,7 +120,11 @@ def starting_point(spec: TrainSpec, model: torch.nn.Module, optimizer: torch.opt
     debris = checkpoint.remove_debris(folder)
     if debris:
         events.log(f"Removed {len(debris)} incomplete checkpoint folder(s) left by an earlier attempt")
-    found = checkpoint.latest(folder) if spec.resume else None
+    newest = checkpoint.latest(folder) if spec.resume else None
+    found = checkpoint.latest(folder, spec.resume_through) if spec.resume else None
+    if newest is not None and found != newest:
+        events.log(f"{newest.name} was written but never recorded (its worker died first); "
+                   f"resuming from the recorded {found.name if found else 'start'} instead")
     if found is None:
         if checkpoint.remove_all(folder):
             events.log("Starting afresh: removed the checkpoints of an earlier run")

@@ -61,6 +61,9 @@ class TrainSpec(BaseModel):
     # Continue from the newest complete checkpoint when there is one; else start afresh
     # (and drop any checkpoints an earlier run left, so they cannot be mistaken for this run's).
     resume: bool = False
+    # The newest checkpoint step the job's stored history records (`worker.runner`); a newer
+    # one on disk has steps the history lacks, so the resume prefers the recorded one.
+    resume_through: int | None = None
     config: JobConfig
 
     @property
