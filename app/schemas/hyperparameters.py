@@ -28,6 +28,10 @@ GradientAccumulation = Annotated[int, Field(ge=1, le=1024, description="Micro-ba
 # How rows become batches (worker/train/data.py): grouped by length, padding-free, or plainly padded.
 Batching = Literal["grouped", "padding_free", "padded"]
 BATCHINGS: tuple[str, ...] = get_args(Batching)
+# The dtype recipe the trainer runs, the planner's `precision` (app/planner/setup.py): bf16 weights; mixed =
+# fp32 weights under bf16 autocast; fp32. None keeps the worker's own choice (fp32 on a CPU worker).
+Precision = Literal["bf16", "mixed", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
 
 
@@ -45,6 +49,11 @@ class Hyperparameters(BaseModel):
     seed: int = Field(42, ge=0, le=2**31 - 1)
     log_every: int = Field(1, ge=1, le=10_000, description="Steps between metric events")
     gradient_checkpointing: bool = False
+    precision: Precision | None = Field(
+        None,
+        description="bf16 (bf16 weights), mixed (fp32 weights, bf16 autocast) or fp32; "
+                    "default: the worker's own (fp32 on a CPU worker)",
+    )
     checkpoint_every: int = Field(
         50, ge=0, le=1_000_000,
         description="Steps between checkpoints a retry resumes from (0: none; a cancel still saves one)",
