@@ -7,6 +7,7 @@ as if it did not exist.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -108,16 +109,15 @@ CatalogDep = Annotated[DbCatalog, Depends(get_plan_catalog)]
 
 
 def get_dataset_tokens(request: Request) -> TokenCounter:
-    """Tokens of a stored dataset the caller may see, counted from its normalised file (bytes; BPE: bytes / 4).
+    """A stored dataset the caller may see: its normalised file, which the planner counts with the model's tokenizer.
 
     The API's auth dependency leaves the user on `request.state`; without one only shared datasets count.
     """
     user = getattr(request.state, "user", None)
 
-    def count(dataset_id: str, arch: Architecture) -> int | None:
+    def count(dataset_id: str, arch: Architecture) -> Path | None:
         from app import storage
         from app.models import Dataset
-        from app.planner.service import bytes_per_token, dataset_file_tokens
 
         with Session(get_engine()) as session:
             row = session.get(Dataset, dataset_id)
@@ -125,7 +125,7 @@ def get_dataset_tokens(request: Request) -> TokenCounter:
             return None
         if row.owner_id is not None and (user is None or not can_see(user, row.owner_id)):
             return None  # someone else's: as if it did not exist
-        return dataset_file_tokens(storage.absolute(row.path), bytes_per_token(arch))
+        return storage.absolute(row.path)  # app.planner.service counts its rows (app.datasets.token_lengths)
 
     return count
 

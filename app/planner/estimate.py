@@ -22,12 +22,19 @@ BREAKDOWN_KEYS = ("weights", "trainable_weights", "gradients", "optimizer", "act
 
 @dataclass(frozen=True)
 class RunLength:
-    """How much data the job sees: tokens per epoch and epochs (None: price one step)."""
+    """How much data the job sees: tokens per epoch and epochs (None: price one step).
+
+    With a stored dataset the steps are the trainer's own count (`trainer_steps`, from its rows after
+    the cut and the held-out split: app.planner.real_data); from a token count alone they are
+    tokens ÷ (micro-batch × seq_len × accumulation), every sequence taken as full."""
 
     dataset_tokens: int | None = None
     epochs: float = 1.0
+    trainer_steps: int | None = None
 
     def steps(self, setup: TrainingSetup) -> int | None:
+        if self.trainer_steps is not None:
+            return self.trainer_steps
         if not self.dataset_tokens:
             return None
         per_step = setup.batch_size * setup.seq_len * setup.gradient_accumulation

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from app.planner.architecture import Architecture, ArchitectureError
-from app.planner.catalog import Catalog, FileCatalog, GpuSpec
+from app.planner.catalog import Catalog, FileCatalog, GpuSpec, Runtime
 from app.planner.estimate import RunLength, badges, instant_estimate
 from app.methods import MethodError, check_against, check_seq_len
 from app.planner.setup import TrainingSetup
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from app.planner.db_catalog import DbCatalog
 
 BYTES_PER_BPE_TOKEN = 4.0  # a rough English average for BPE vocabularies; byte-level tokenizers: 1
+# A stored dataset's file (counted here with the model's tokenizer), a token count, or None: not found.
+TokenSource = Callable[[str, Architecture], "Path | int | None"]
 
 
 class PlanError(ValueError):
@@ -120,27 +122,58 @@ def bytes_per_token(arch: Architecture) -> float:
     return 1.0 if arch.vocab_size <= 512 else BYTES_PER_BPE_TOKEN
 
 
-def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: Callable[[str, Architecture], int | None]
-         ) -> dict[str, Any]:
-    """Instant estimates for every requested method (traced ones come from the planning queue)."""
+def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: TokenSource) -> dict[str, Any]:
+    """Instant estimates for every requested method (traced ones come from the planning queue).
+
+    `dataset_tokens(id, arch)` finds a stored dataset the caller may see: its file (the rows are then
+    counted with the model's tokenizer and planned as the trainer batches them), or a token count."""
     arch = resolve_architecture(request, catalog)
     if (too_long := check_seq_len(arch, request.seq_len)) is not None:
         raise PlanError(("seq_len",), too_long)
     setups = [build_setup(request, method, arch) for method in request.methods]
     gpus = resolve_gpus(request, catalog)
-    tokens = request.dataset_tokens
-    if request.dataset is not None:
-        tokens = dataset_tokens(request.dataset, arch)
-        if tokens is None:
-            raise PlanError(("dataset",), f"no dataset {request.dataset!r}")
-    run = RunLength(dataset_tokens=tokens, epochs=request.epochs)
     runtime = catalog.runtime
-    estimates = [instant_estimate(arch, setup, gpus, runtime, run) for setup in setups]
     if request.dataset is not None:
-        how = "bytes (byte-level tokenizer)" if bytes_per_token(arch) == 1.0 else "bytes / 4 (rough BPE average)"
+        found = dataset_tokens(request.dataset, arch)
+        if found is None:
+            raise PlanError(("dataset",), f"no dataset {request.dataset!r}")
+        if isinstance(found, Path):
+            return _plan_on_rows(request, arch, setups, gpus, runtime, found)
+        estimates = [instant_estimate(arch, setup, gpus, runtime, RunLength(found, request.epochs)) for setup in setups]
         for estimate in estimates:
-            estimate["notes"].append(f"dataset {request.dataset}: {tokens:,} tokens counted as {how}")
-    return {"model": request.model, "estimates": estimates, "badges": badges(estimates), "dataset_tokens": tokens}
+            estimate["notes"].append(f"dataset {request.dataset}: {found:,} tokens")
+        return {"model": request.model, "estimates": estimates, "badges": badges(estimates), "dataset_tokens": found}
+    run = RunLength(dataset_tokens=request.dataset_tokens, epochs=request.epochs)
+    estimates = [instant_estimate(arch, setup, gpus, runtime, run) for setup in setups]
+    return {"model": request.model, "estimates": estimates, "badges": badges(estimates),
+            "dataset_tokens": request.dataset_tokens}
+
+
+def _plan_on_rows(request: PlanRequest, arch: Architecture, setups: list[TrainingSetup], gpus: list[GpuSpec],
+                  runtime: Runtime, path: Path) -> dict[str, Any]:
+    """Every method at the trainer's widest micro-batch of this dataset, timed over its real batches."""
+    from app.datasets.token_lengths import dataset_lengths
+    from app.planner.real_data import NoTrainableRows, data_shape, lengths_summary, real_data_estimate
+
+    lengths = dataset_lengths(path, request.model, None, bytes_per_token(arch))
+    rows = list(lengths.rows)
+    if not rows:
+        raise PlanError(("dataset",), f"dataset {request.dataset} has no rows")
+    try:  # every method shares seq_len, micro-batch and accumulation: the same batches
+        data = data_shape(rows, setups[0], epochs=request.epochs)
+    except NoTrainableRows as exc:
+        raise PlanError(("seq_len",), str(exc)) from exc
+    estimates = []
+    for setup in setups:
+        estimate = real_data_estimate(arch, setup, data, gpus, runtime)
+        estimate["notes"].insert(0, f"dataset {request.dataset}: {lengths.tokens:,} tokens in {len(rows):,} rows, "
+                                    f"{lengths.how}")
+        estimates.append(estimate)
+    summary = lengths_summary(rows, data, request.seq_len)
+    summary.update(counted=lengths.counted, how=lengths.how, prompt_format=lengths.prompt_format,
+                   tokens=lengths.tokens, dataset=request.dataset)
+    return {"model": request.model, "estimates": estimates, "badges": badges(estimates),
+            "dataset_tokens": data.real_tokens, "dataset_lengths": summary}
 
 
 def catalog_listing(catalog: FileCatalog | DbCatalog) -> dict[str, Any]:

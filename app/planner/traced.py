@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ from app.schemas.plan import PlanRequest
 TRACE_KEY = "tunedeck:plan:{}"
 TRACE_WAIT_SECONDS = 60.0
 
-TokenCounter = Callable[[str, Architecture], "int | None"]
+TokenCounter = Callable[[str, Architecture], "Path | int | None"]  # app.planner.service.TokenSource
 
 
 class TraceUnavailable(Exception):

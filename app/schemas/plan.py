@@ -107,6 +107,8 @@ class PlanResponse(BaseModel):
     estimates: list[MethodEstimate]
     badges: dict[str, Any]
     dataset_tokens: int | None
+    dataset_lengths: dict[str, Any] | None = Field(
+        None, description="With a stored dataset: its rows' token lengths, histogram, truncated and dropped rows")
 
 
 class PlanSummary(BaseModel):

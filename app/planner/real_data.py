@@ -1,0 +1,137 @@
+"""One method's estimate on the user's real data: the peak at the widest micro-batch, the time from real batches.
+
+Why not new formulas: the estimator (memory.py, compute.py) is exact for a micro-batch of a given
+shape, so this feeds it the shapes the trainer really makes (app.planner.lengths): the memory at the
+widest micro-batch (grouped or padded: `batch_size` rows × the longest row; padding-free: one row of
+the longest rows end to end), and the FLOPs of the average micro-batch. FLOPs per micro-batch are a
+quadratic in its width (linear layers and the loss grow with it, attention with its square), so
+three evaluations give the exact mean over any list of widths from their mean and mean square.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from app.planner.architecture import Architecture
+from app.planner.catalog import GpuSpec, Runtime
+from app.planner.compute import flops_per_micro_batch
+from app.planner.estimate import RunLength, gpu_rows, instant_estimate
+from app.planner.lengths import (Batching, Cut, RowLength, batch_widths, cut, held_out_rows, histogram, peak_batch,
+                                 percentile, trainer_steps)
+from app.planner.setup import TrainingSetup
+
+DEFAULT_BATCHING: Batching = "grouped"  # the trainer's default without flash-attention (worker/train/prepare.py)
+
+
+class NoTrainableRows(ValueError):
+    """Every row's prompt fills seq_len: the trainer would drop them all."""
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the trainer makes of a dataset at one seq_len, micro-batch and batching."""
+
+    rows: int
+    cut: Cut
+    training_rows: int
+    held_out: int
+    steps: int
+    batching: Batching
+    peak_rows: int  # rows of the widest micro-batch (1 when padding-free)
+    peak_width: int  # its positions per row
+    widths: list[int]  # simulated micro-batch widths, for the time
+    real_tokens: int  # tokens of the training rows in one epoch, after the cut
+
+    steps_per_epoch: int
+
+    @property
+    def padding(self) -> float:
+        """The fraction of computed positions that are padding (none when padding-free)."""
+        if self.batching == "padding_free" or not self.widths or not self.cut.lengths:
+            return 0.0
+        mean_row = sum(self.cut.lengths) / len(self.cut.lengths)
+        return max(0.0, 1 - mean_row / (sum(self.widths) / len(self.widths)))
+
+
+def refusal(rows: list[RowLength], seq_len: int) -> str | None:
+    """Why no row of the dataset can train at seq_len (None when one can): the trainer's "no trainable rows"."""
+    shape = cut(rows, seq_len)
+    if shape.lengths or not rows:
+        return None
+    needed = min(max(r.prompt, 1) + 1 for r in rows)
+    return (f"seq_len {seq_len} leaves nothing to train on: every row's prompt fills it, so all {len(rows)} rows "
+            f"would be dropped ({shape.truncated} truncated, {shape.dropped} dropped); the shortest row is "
+            f"{shape.shortest_row} tokens (its prompt {shape.shortest_prompt}); raise seq_len to at least {needed}")
+
+
+def data_shape(rows: list[RowLength], setup: TrainingSetup, batching: Batching = DEFAULT_BATCHING,
+               epochs: float | None = 1.0, max_steps: int | None = None, eval_fraction: float | None = None,
+               eval_count: int | None = None) -> DataShape:
+    """The trainer's rows, steps and batches for this setup (raises NoTrainableRows, as the trainer would)."""
+    shape = cut(rows, setup.seq_len)
+    if not shape.lengths:
+        raise NoTrainableRows(refusal(rows, setup.seq_len) or "the dataset has no rows")
+    held = held_out_rows(len(shape.lengths), eval_fraction, eval_count)
+    training = max(0, len(shape.lengths) - held)
+    # The held-out rows are torch's seeded pick; the widest batch is taken over all usable rows (a bound).
+    peak_rows, peak_width = peak_batch(shape.lengths, setup.batch_size, batching)
+    real = round(sum(shape.lengths) * training / len(shape.lengths))
+    return DataShape(
+        rows=len(rows), cut=shape, training_rows=training, held_out=held,
+        steps=trainer_steps(max(training, 1), setup.batch_size, setup.gradient_accumulation, epochs, max_steps),
+        batching=batching, peak_rows=peak_rows, peak_width=peak_width,
+        widths=batch_widths(shape.lengths, setup.batch_size, batching), real_tokens=real,
+        steps_per_epoch=trainer_steps(max(training, 1), setup.batch_size, setup.gradient_accumulation, 1.0))
+
+
+def mean_micro_batch_flops(arch: Architecture, setup: TrainingSetup, rows_per_batch: int, widths: list[int]) -> float:
+    """The mean FLOPs of micro-batches of these widths (exact: FLOPs are quadratic in the width)."""
+    if not widths:
+        return 0.0
+    points = (64, 128, 256)
+    f = [flops_per_micro_batch(arch, dataclasses.replace(setup, seq_len=s, batch_size=rows_per_batch))
+         for s in points]
+    # Lagrange interpolation through the three points, then the mean of a·w² + b·w + c.
+    (x0, x1, x2), (y0, y1, y2) = points, f
+    a = y0 / ((x0 - x1) * (x0 - x2)) + y1 / ((x1 - x0) * (x1 - x2)) + y2 / ((x2 - x0) * (x2 - x1))
+    b = (-y0 * (x1 + x2) / ((x0 - x1) * (x0 - x2)) - y1 * (x0 + x2) / ((x1 - x0) * (x1 - x2))
+         - y2 * (x0 + x1) / ((x2 - x0) * (x2 - x1)))
+    c = y0 - a * x0 * x0 - b * x0
+    mean = sum(widths) / len(widths)
+    mean_sq = sum(w * w for w in widths) / len(widths)
+    return a * mean_sq + b * mean + c
+
+
+def real_data_estimate(arch: Architecture, setup: TrainingSetup, data: DataShape, gpus: list[GpuSpec],
+                       runtime: Runtime) -> dict[str, Any]:
+    """The instant estimate at the trainer's widest micro-batch, timed over its real micro-batches."""
+    widest = dataclasses.replace(setup, seq_len=max(1, data.peak_width), batch_size=data.peak_rows)
+    estimate = instant_estimate(arch, widest, gpus, runtime, RunLength(trainer_steps=data.steps))
+    rows_per_batch = 1 if data.batching == "padding_free" else setup.batch_size
+    step_flops = mean_micro_batch_flops(arch, setup, rows_per_batch, data.widths) * setup.gradient_accumulation
+    estimate["flops_per_step"] = int(step_flops)
+    estimate["gpus"] = gpu_rows(setup.method, estimate["peak_bytes"], step_flops, data.steps, gpus, runtime)
+    shape = "one packed row of " if data.batching == "padding_free" else f"{data.peak_rows} rows × "
+    estimate["notes"].append(
+        f"peak at the widest micro-batch the trainer makes ({data.batching} batches): {shape}{data.peak_width} "
+        f"tokens, not {setup.batch_size} × {setup.seq_len}")
+    estimate["notes"].append(
+        f"time from the real micro-batches: mean width {sum(data.widths) / max(1, len(data.widths)):.0f} tokens, "
+        f"{100 * data.padding:.1f} % padding; {data.steps} steps of {data.training_rows} training rows"
+        + (f" ({data.held_out} held out)" if data.held_out else ""))
+    return estimate
+
+
+def lengths_summary(rows: list[RowLength], data: DataShape, seq_len: int) -> dict[str, Any]:
+    """What the plan answer and the page say about the dataset's lengths."""
+    totals = [r.total for r in rows]
+    return {
+        "rows": data.rows, "training_rows": data.training_rows, "held_out": data.held_out,
+        "truncated": data.cut.truncated, "dropped": data.cut.dropped, "seq_len": seq_len,
+        "shortest": min(totals), "longest": max(totals), "median": percentile(totals, 0.5),
+        "p95": percentile(totals, 0.95), "batching": data.batching, "peak_rows": data.peak_rows,
+        "peak_width": data.peak_width, "steps_per_epoch": data.steps_per_epoch, "steps": data.steps,
+        "real_tokens": data.real_tokens, "padding": round(data.padding, 4),
+        "histogram": histogram(rows, seq_len),
+    }
