@@ -59,10 +59,11 @@ def refusal(rows: list[RowLength], seq_len: int) -> str | None:
     shape = cut(rows, seq_len)
     if shape.lengths or not rows:
         return None
-    needed = min(max(r.prompt, 1) + 1 for r in rows)
-    return (f"seq_len {seq_len} leaves nothing to train on: every row's prompt fills it, so all {len(rows)} rows "
-            f"would be dropped ({shape.truncated} truncated, {shape.dropped} dropped); the shortest row is "
-            f"{shape.shortest_row} tokens (its prompt {shape.shortest_prompt}); raise seq_len to at least {needed}")
+    usable = [max(r.prompt, 1) + 1 for r in rows if r.total > max(r.prompt, 1)]
+    fix = f"raise seq_len to at least {min(usable)}" if usable else "no row has an answer to learn"
+    return (f"seq_len {seq_len} drops all {len(rows)} rows of this dataset and truncates none that could train: "
+            f"every row's prompt is at least {seq_len} tokens, so no answer token is left to learn from; "
+            f"the shortest row is {shape.shortest_row} tokens and the shortest prompt {shape.shortest_prompt}; {fix}")
 
 
 def data_shape(rows: list[RowLength], setup: TrainingSetup, batching: Batching = DEFAULT_BATCHING,

@@ -172,6 +172,8 @@ def _plan_on_rows(request: PlanRequest, arch: Architecture, setups: list[Trainin
     summary = lengths_summary(rows, data, request.seq_len)
     summary.update(counted=lengths.counted, how=lengths.how, prompt_format=lengths.prompt_format,
                    tokens=lengths.tokens, dataset=request.dataset)
+    for estimate in estimates:  # what the plan page's length histogram reads (templates/partials/length_histogram.html)
+        estimate["dataset_lengths"] = summary
     return {"model": request.model, "estimates": estimates, "badges": badges(estimates),
             "dataset_tokens": data.real_tokens, "dataset_lengths": summary}
 
