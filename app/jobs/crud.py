@@ -7,6 +7,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from app.auth.visibility import can_see
+from app.datasets.seq_len_check import seq_len_refusal
 from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
 from app.events.store import append_events
@@ -104,6 +105,9 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
         )
     check_against_model(body)
     resolve_prompt_format(body)
+    hp = body.hyperparameters
+    if (too_short := seq_len_refusal(session, body.dataset, body.model, hp.seq_len, hp.prompt_format)) is not None:
+        raise FieldError(("hyperparameters", "seq_len"), too_short)
     plan, queue = _plan_and_queue(session, body)
     config = body.model_dump(mode="json")
     job = Job(
