@@ -10,7 +10,9 @@ download), and may add optional hooks the loop uses when present:
 
 - `load(model_path, hyperparameters, options) -> model`: load the base
   itself (QLoRA quantises it to 4 bits at load time). Without it the loop
-  loads the base in float32 (`default_load`).
+  loads the base in the dtype of the job's `precision` (`default_load`):
+  bfloat16 for `bf16`, float32 for `mixed` (the step then runs under bf16
+  autocast, `step_autocast`), `fp32` and unset.
 - `own_optimizer(model, options, learning_rate, weight_decay)`: build
   the optimiser itself (GaLore needs its own parameter groups). Without it the
   loop builds the one named by the options' `optimizer` field, else AdamW.
@@ -33,6 +35,10 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from app.methods import REGISTRY, MethodOptions
 
 DEFAULT_OPTIMIZER = "adamw"
+# hyperparameters.precision -> the dtype the base is loaded in; None (unset) is float32, as before the option.
+WEIGHT_DTYPES: dict[str | None, torch.dtype] = {
+    None: torch.float32, "fp32": torch.float32, "mixed": torch.float32, "bf16": torch.bfloat16,
+}
 
 
 class Method(Protocol):
@@ -50,19 +56,29 @@ def get_method(name: str) -> Method:
     return module
 
 
-def float32_base(model_path: str) -> PreTrainedModel:
-    """The base in float32 on the CPU; the loop moves it to the training device.
+def float32_base(model_path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The base in `dtype` (float32 unless told) on the CPU; the loop moves it to the training device.
 
     A model's own code runs only if an admin allowed that model (app.catalog.trust)."""
     from app.catalog.trust import remote_code_allowed
 
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32,
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                 trust_remote_code=remote_code_allowed(model_path))
 
 
+def weight_dtype(hyperparameters: Any) -> torch.dtype:
+    """The dtype the job's `precision` keeps the weights in: what the planner priced, not a guess."""
+    return WEIGHT_DTYPES[getattr(hyperparameters, "precision", None)]
+
+
+def step_autocast(hyperparameters: Any) -> torch.dtype | None:
+    """The autocast dtype a training step runs under: bfloat16 for `mixed` (fp32 weights), else none."""
+    return torch.bfloat16 if getattr(hyperparameters, "precision", None) == "mixed" else None
+
+
 def default_load(model_path: str, hyperparameters: Any, options: MethodOptions) -> PreTrainedModel:
-    """The `load` hook of methods that train on the plain float32 base."""
-    return float32_base(model_path)
+    """The `load` hook of methods that train on the plain base, in the dtype of the job's precision."""
+    return float32_base(model_path, weight_dtype(hyperparameters))
 
 
 def load_base(method: Method, model_path: str, hyperparameters: Any, options: MethodOptions) -> PreTrainedModel:

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from worker.methods import step_autocast
 from worker.train import events
 from worker.train.artifacts import Checkpoints, save_artifact, save_merged, training_record
 from worker.train.data import Batch
@@ -71,18 +72,26 @@ def schedule(warmup: int, peak: float) -> dict[str, object]:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
-               accumulation: int, params: list[torch.nn.Parameter], device: torch.device) -> tuple[float, float, int]:
+               accumulation: int, params: list[torch.nn.Parameter], device: torch.device,
+               autocast: torch.dtype | None = None) -> tuple[float, float, int]:
     """One optimiser step over `accumulation` micro-batches; returns (loss, grad norm, tokens).
 
     The whole step is fetched first because the loss is normalised by the
     target count of the step, not of each micro-batch: accumulating then
-    computes what one big batch would have.
+    computes what one big batch would have. With `autocast` (precision
+    `mixed`) the forward runs under `torch.autocast` in that dtype, as the
+    traced planner's step does (`worker.trace.step.training_step`); the
+    backward follows the forward's dtypes and the weights stay as loaded.
     """
     micro_batches = [next(batches) for _ in range(accumulation)]
     n_targets = sum(b.n_targets for b in micro_batches)
     loss_value = 0.0
     for batch in micro_batches:
-        loss = summed_loss(model, batch, device) / n_targets
+        if autocast is None:  # the default path: no context at all
+            loss = summed_loss(model, batch, device) / n_targets
+        else:
+            with torch.autocast(device.type, dtype=autocast):
+                loss = summed_loss(model, batch, device) / n_targets
         loss.backward()
         loss_value += loss.item()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP))
@@ -132,7 +141,7 @@ def train(spec: TrainSpec) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_value, grad_norm, tokens = train_step(model, optimizer, batches, hp.gradient_accumulation,
-                                                   trainable_params, device)
+                                                   trainable_params, device, step_autocast(hp))
         meter.add(loss_value, tokens, time.perf_counter() - started)
 
         last = step == total_steps

@@ -7,6 +7,7 @@ from the seeded RNG, and a resume restores the RNG states last.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -38,7 +39,16 @@ def load_model(spec: TrainSpec, device: torch.device) -> tuple[PreTrainedTokeniz
     model = method.build(model, spec.config.method_config)
     if not placed:
         model = model.to(device)
+    events.log(f"Precision: {precision_note(hp, model)}")
     return tokenizer, method, model
+
+
+def precision_note(hp: Any, model: torch.nn.Module) -> str:
+    """What the job's `precision` made of the run, read off the model: the log shows what really runs."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    asked = hp.precision or "unset (the worker's float32)"
+    autocast = " under bfloat16 autocast" if hp.precision == "mixed" else ""
+    return f"{asked}: weights in {', '.join(dtypes)}{autocast}"
 
 
 @dataclass(frozen=True)
