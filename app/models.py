@@ -147,6 +147,8 @@ class CatalogGpu(SQLModel, table=True):
     price_per_hour: float
     utilisation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     sources: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    calibration: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"),
+                                        description="app.planner.catalog.GpuCalibration, from measured runs; {} if none")
     updated_at: datetime = Field(default_factory=utcnow)
 
 

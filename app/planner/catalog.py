@@ -35,6 +35,34 @@ class ModelEntry(BaseModel):
     config: dict[str, Any]
 
 
+class GpuCalibration(BaseModel):
+    """What a GPU's measured runs said, as an admin applied it (app/planner/calibration.py computes it).
+
+    `tensor_ratio` is the median of measured peak / predicted tensor peak over the runs that measured
+    tensors (torch.cuda.max_memory_allocated; never a CPU's RSS); the planner scales the tensor peak
+    by it before adding the CUDA context and the allocator slack. `utilisation` replaces the seeded
+    fraction per method it was measured for. Both are clamped and need a minimum number of runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor_ratio: float | None = Field(None, gt=0)
+    memory_runs: int = Field(0, ge=0)
+    utilisation: dict[str, float] = {}
+    utilisation_runs: dict[str, int] = {}
+    calibrated_at: str = ""
+    calibrated_by: str = ""
+
+    def note(self, gpu: str, method: str) -> str | None:
+        """The line a plan carries when one of its figures on this GPU is calibrated (None if none is)."""
+        parts = []
+        if self.tensor_ratio is not None:
+            parts.append(f"peak memory x{self.tensor_ratio:.3f} from {self.memory_runs} measured runs")
+        if method in self.utilisation:
+            parts.append(f"utilisation {100 * self.utilisation[method]:.1f}% from "
+                         f"{self.utilisation_runs.get(method, 0)} measured {method} runs")
+        return f"{gpu}: calibrated, {'; '.join(parts)}" if parts else None
+
+
 class GpuSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,6 +72,7 @@ class GpuSpec(BaseModel):
     price_per_hour: float = Field(ge=0, description="USD per GPU-hour, one provider's on-demand rate")
     utilisation: dict[str, float] = Field(description="Fraction of the peak a step reaches, per method")
     sources: dict[str, str] = {}
+    calibration: GpuCalibration | None = None
 
     @field_validator("utilisation")
     @classmethod
@@ -56,6 +85,12 @@ class GpuSpec(BaseModel):
     @property
     def id(self) -> str:
         return slug(self.name)
+
+    def utilisation_for(self, method: str) -> float:
+        """The calibrated fraction where this GPU's runs measured the method, else the seeded one."""
+        if self.calibration is not None and method in self.calibration.utilisation:
+            return self.calibration.utilisation[method]
+        return self.utilisation.get(method, 0.3)
 
 
 class Runtime(BaseModel):

@@ -12,13 +12,13 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import Session, select
 
 from app.models import CatalogGpu, CatalogModel, utcnow
 from app.planner.architecture import Architecture
 from app.planner.catalog import (
     CatalogLookups,
+    GpuCalibration,
     GpuSpec,
     ModelEntry,
     Runtime,
@@ -55,28 +55,46 @@ class DbCatalog(CatalogLookups):
 def _gpu_spec(row: CatalogGpu) -> GpuSpec:
     return GpuSpec(name=row.name, memory_bytes=row.memory_bytes, bf16_tflops=row.bf16_tflops,
                    price_per_hour=row.price_per_hour, utilisation=dict(row.utilisation),
-                   sources={str(k): str(v) for k, v in row.sources.items()})
+                   sources={str(k): str(v) for k, v in row.sources.items()},
+                   calibration=GpuCalibration.model_validate(row.calibration) if row.calibration else None)
 
 
 def seed_catalogs(session: Session) -> int:
-    """On first start, copy the repository's catalogs into empty tables; returns the rows added.
+    """Copy the repository's catalog entries the database does not have yet; returns the rows added.
 
-    A table that already has rows is left alone: an admin's edits win over the files.
+    Rows already there are left alone (an admin's edits win over the files); entries added to the
+    files in a later release reach an existing install on its next start.
     """
     files = load_catalog()
     added = 0
-    if session.exec(select(func.count()).select_from(CatalogGpu)).one() == 0:
-        for gpu in files.gpus():
+    gpu_ids = set(session.exec(select(CatalogGpu.id)))
+    gpu_names = set(session.exec(select(CatalogGpu.name)))
+    for gpu in files.gpus():
+        if gpu.id not in gpu_ids and gpu.name not in gpu_names:
             session.add(CatalogGpu(id=gpu.id, name=gpu.name, memory_bytes=gpu.memory_bytes,
                                    bf16_tflops=gpu.bf16_tflops, price_per_hour=gpu.price_per_hour,
                                    utilisation=dict(gpu.utilisation), sources=dict(gpu.sources)))
             added += 1
-    if session.exec(select(func.count()).select_from(CatalogModel)).one() == 0:
-        for model in files.models():
+    model_ids = set(session.exec(select(CatalogModel.id)))
+    for model in files.models():
+        if model.id not in model_ids:
             session.add(CatalogModel(id=model.id, name=model.name, source=model.source, config=dict(model.config)))
             added += 1
     session.commit()
     return added
+
+
+def save_calibration(session: Session, gpu_id: str, calibration: GpuCalibration | None) -> CatalogGpu:
+    """Store (or, with None, clear) a GPU's calibration; KeyError if there is no such GPU."""
+    row = session.get(CatalogGpu, gpu_id)
+    if row is None:
+        raise KeyError(gpu_id)
+    row.calibration = calibration.model_dump() if calibration is not None else {}
+    row.updated_at = utcnow()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
 
 
 def save_gpu(session: Session, spec: GpuSpec) -> CatalogGpu:

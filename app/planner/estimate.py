@@ -41,24 +41,52 @@ class RunLength:
         return max(1, math.ceil(self.dataset_tokens * self.epochs / per_step))
 
 
-def runtime_overhead(tensor_peak: int, runtime: Runtime) -> int:
-    """CUDA context and workspaces, plus the allocator's slack over the tensor peak."""
-    return int(runtime.cuda_context_bytes + runtime.allocator_slack * tensor_peak)
+def runtime_overhead(tensor_peak: int, runtime: Runtime, tensor_ratio: float | None = None) -> int:
+    """CUDA context and workspaces, plus the allocator's slack over the tensor peak.
+
+    A GPU calibrated from its measured runs (`GpuCalibration.tensor_ratio`: measured allocated peak
+    over the predicted tensor peak) first scales the tensors by that ratio: what the runs allocated
+    beyond the plan (kernel workspaces, library buffers) is overhead too."""
+    scale = tensor_ratio if tensor_ratio is not None else 1.0
+    return int(runtime.cuda_context_bytes + ((1 + runtime.allocator_slack) * scale - 1) * tensor_peak)
+
+
+def calibrated_peak(peak: int, runtime: Runtime, gpu: GpuSpec) -> int:
+    """The device peak on this GPU: `peak` (tensors + uncalibrated overhead) with its calibrated overhead.
+
+    peak = context + (1 + slack)·tensors, so the tensors are recovered exactly from it; that keeps
+    one signature for the instant, the traced and the real-data paths, which all pass the peak."""
+    calibration = gpu.calibration
+    if calibration is None or calibration.tensor_ratio is None:
+        return peak
+    tensors = max(0.0, (peak - runtime.cuda_context_bytes) / (1 + runtime.allocator_slack))
+    return int(tensors + runtime_overhead(int(tensors), runtime, calibration.tensor_ratio))
 
 
 def gpu_rows(method: str, peak: int, step_flops: float, steps: int | None, gpus: list[GpuSpec],
              runtime: Runtime) -> list[dict[str, Any]]:
     rows = []
     for gpu in gpus:
-        seconds = seconds_for(step_flops * (steps or 1), gpu.bf16_tflops, gpu.utilisation.get(method, 0.3))
-        rows.append({
+        seconds = seconds_for(step_flops * (steps or 1), gpu.bf16_tflops, gpu.utilisation_for(method))
+        gpu_peak = calibrated_peak(peak, runtime, gpu)
+        row: dict[str, Any] = {
             "name": gpu.name,
-            "fits": peak <= gpu.memory_bytes * (1 - runtime.fit_margin),
-            "headroom_bytes": gpu.memory_bytes - peak,
+            "fits": gpu_peak <= gpu.memory_bytes * (1 - runtime.fit_margin),
+            "headroom_bytes": gpu.memory_bytes - gpu_peak,
             "seconds": round(seconds, 3),
             "cost": round(cost_for(seconds, gpu.price_per_hour), 4),
-        })
+        }
+        note = gpu.calibration.note(gpu.name, method) if gpu.calibration is not None else None
+        if note:
+            row["calibrated"] = note
+        rows.append(row)
     return rows
+
+
+def calibration_notes(method: str, gpus: list[GpuSpec]) -> list[str]:
+    """Say which GPU figures come from measured runs, and from how many."""
+    notes = [gpu.calibration.note(gpu.name, method) for gpu in gpus if gpu.calibration is not None]
+    return [note for note in notes if note]
 
 
 def method_notes(arch: Architecture, setup: TrainingSetup, memory: MemoryEstimate, steps: int | None) -> list[str]:
@@ -99,7 +127,7 @@ def assemble(method: str, memory: MemoryEstimate, flops: float, steps: int | Non
         "flops_per_step": int(flops),
         "steps": steps,
         "gpus": gpu_rows(method, peak, flops, steps, gpus, runtime),
-        "notes": notes,
+        "notes": notes + calibration_notes(method, gpus),
     }
 
 

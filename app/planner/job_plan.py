@@ -93,7 +93,7 @@ def job_plan(session: Session, body: Any, on_gpu: bool = False) -> dict[str, Any
     rates = []
     for gpu, row in zip(gpus, estimate["gpus"]):
         # From the unrounded seconds per step: a rounded 0.001 s step made every demo job "1,024,000 tokens/s".
-        seconds = seconds_for(flops, gpu.bf16_tflops, gpu.utilisation.get(body.method, 0.3))
+        seconds = seconds_for(flops, gpu.bf16_tflops, gpu.utilisation_for(body.method))  # calibrated where measured
         rates.append({"name": row["name"], "fits": row["fits"],
                       "tokens_per_second": _three_figures(tokens_per_step / seconds) if seconds > 0 else None})
     return {

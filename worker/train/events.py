@@ -104,6 +104,7 @@ def summary(
         "steps": steps,
         "artifact_dir": artifact_dir,
         "merged_dir": merged_dir,
+        "accelerator": _accelerator(),
     }
     if probe is not None:
         data["probe"] = probe
@@ -114,6 +115,16 @@ def summary(
     if eval_exact_match is not None:
         data["eval_exact_match"] = eval_exact_match
     emit(EventKind.SUMMARY, data)
+
+
+def _accelerator() -> str:
+    """The device the trainer ran on (the first CUDA device when there is one: worker/train/loop.py), so
+    the catalog's calibration groups runs by GPU. torch is the trainer's, already loaded; never imported here,
+    because the worker's parent process reads this module too."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return str(torch.cuda.get_device_name(0))
+    return "CPU"
 
 
 def error(message: str, type_name: str) -> None:
