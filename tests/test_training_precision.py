@@ -2,10 +2,9 @@
 
 Why: the planner prices bf16 weights, fp32 weights under bf16 autocast
 (`mixed`) or fp32; a job launched from a plan must run that recipe, not the
-worker's float32 whatever was asked. bf16 is checked on a real two-step run
-(the trained weights it saves are bfloat16); `mixed` in-process on the loop's
-own `load_model` and `train_step` (the linears compute in bfloat16 while the
-weights stay float32), which is where autocast is visible.
+worker's float32 whatever was asked. Checked in-process on the loop's own
+`load_model` and `train_step` over one real step, where both the weights'
+dtype and autocast (what the linears compute in) are visible.
 """
 from __future__ import annotations
 
