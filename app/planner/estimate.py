@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.planner.architecture import Architecture
+from app.planner.caveats import not_applied, precision_recipe
 from app.planner.catalog import GpuSpec, Runtime
 from app.planner.compute import cost_for, flops_per_step, seconds_for
 from app.planner.memory import MemoryEstimate, estimate_memory
@@ -137,15 +138,27 @@ def instant_estimate(arch: Architecture, setup: TrainingSetup, gpus: list[GpuSpe
     memory = estimate_memory(arch, setup)
     steps = run.steps(setup)
     flops = flops_per_step(arch, setup)
-    return assemble(setup.method, memory, flops, steps, gpus, runtime, method_notes(arch, setup, memory, steps))
+    estimate = assemble(setup.method, memory, flops, steps, gpus, runtime, method_notes(arch, setup, memory, steps))
+    estimate.update(not_applied=not_applied(setup), recipe=precision_recipe(setup))
+    return estimate
 
 
 def badges(estimates: list[dict[str, Any]]) -> dict[str, Any]:
-    """The cheapest and the fastest (method, GPU) that fit."""
-    fitting = [(e["method"], g) for e in estimates for g in e["gpus"] if g["fits"]]
+    """The cheapest and the fastest (method, GPU) that fit, among the methods that honoured every setting.
+
+    Like with like: a row estimated without something the request asked for (prefix tuning
+    without the asked-for checkpointing, so without its recomputation) would win on a different
+    question, so it is listed under `not_ranked` with why. When no method honoured everything,
+    all are ranked (each row says what it assumed).
+    """
+    honoured = [e for e in estimates if not e.get("not_applied")]
+    ranked = honoured or estimates
+    not_ranked = [{"method": e["method"], "why": "; ".join(e["not_applied"])}
+                  for e in estimates if honoured and e.get("not_applied")]
+    fitting = [(e["method"], g) for e in ranked for g in e["gpus"] if g["fits"]]
     if not fitting:
-        return {"cheapest": None, "fastest": None}
+        return {"cheapest": None, "fastest": None, "not_ranked": not_ranked}
     cheapest = min(fitting, key=lambda mg: (mg[1]["cost"], mg[1]["seconds"]))
     fastest = min(fitting, key=lambda mg: (mg[1]["seconds"], mg[1]["cost"]))
     return {"cheapest": {"method": cheapest[0], "gpu": cheapest[1]["name"]},
-            "fastest": {"method": fastest[0], "gpu": fastest[1]["name"]}}
+            "fastest": {"method": fastest[0], "gpu": fastest[1]["name"]}, "not_ranked": not_ranked}

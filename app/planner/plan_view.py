@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.planner.catalog import Catalog
+from app.planner.caveats import replans_to_mixed
 from app.planner.launch_link import launch_links
 from app.schemas.plan import PlanRequest
 
@@ -32,6 +34,7 @@ SEGMENTS = (  # breakdown key, legend label
     ("runtime_overhead", "runtime overhead"),
 )
 NUMBERS = ("seq_len", "batch_size", "gradient_accumulation", "epochs", "dataset_tokens")
+PAGE_ONLY = frozenset({"csrf_token", "fit_method", "fit_gpu", "fit_shorter", "save_mode", "plan", "plans"})
 
 
 def _text(value: Any) -> str:
@@ -87,20 +90,46 @@ def _bar(estimate: dict[str, Any], widest: int) -> dict[str, Any]:
     return {"width": round(100 * peak / max(widest, 1), 2), "parts": [p for p in parts if p["bytes"] > 0]}
 
 
+def page_link(values: dict[str, Any], **changes: str) -> str:
+    """/plan pre-filled with these form values (and `changes`): a one-click re-plan that keeps every input."""
+    merged = {**values, **changes}
+    pairs: list[tuple[str, str]] = []
+    for key, value in merged.items():
+        if key in PAGE_ONLY:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if _text(item):
+                pairs.append((key, _text(item)))
+    return "/plan?" + urlencode(pairs)
+
+
+def tokens_field(answer: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The Tokens input: with a dataset it shows the dataset's counted tokens, disabled; else what was typed."""
+    if _text(values.get("dataset")) and answer is not None and answer.get("dataset_tokens"):
+        return {"value": int(answer["dataset_tokens"]), "counted": True}
+    return {"value": _text(values.get("dataset_tokens")), "counted": False}
+
+
 def table_context(answer: dict[str, Any], values: dict[str, Any], catalog: Catalog, local_models: set[str]
                   ) -> dict[str, Any]:
     estimates = answer.get("estimates", [])
     widest = max((int(e["peak_bytes"]) for e in estimates), default=1)
     gpu_names = [g["name"] for g in estimates[0]["gpus"]] if estimates else []
     badges = answer.get("badges") or {}
+    precision = _text(values.get("precision")) or str(_API["precision"].default)
+    mixed_link = page_link(values, precision="mixed")
     rows = []
     for estimate in estimates:
         tags = [kind for kind in ("cheapest", "fastest")
                 if badges.get(kind) and badges[kind]["method"] == estimate["method"]]
         rows.append({**estimate, "bar": _bar(estimate, widest), "tags": tags,
-                     "badge_gpu": {kind: badges[kind]["gpu"] for kind in tags}})
+                     "badge_gpu": {kind: badges[kind]["gpu"] for kind in tags},
+                     "not_applied": estimate.get("not_applied") or [],
+                     "replan_mixed": mixed_link if replans_to_mixed(estimate["method"], precision) else None})
     return {"rows": rows, "gpu_names": gpu_names, "segments": SEGMENTS, "badges": badges,
-            "dataset_tokens": answer.get("dataset_tokens"),
+            "not_ranked": [entry["method"] for entry in badges.get("not_ranked") or []],
+            "dataset_tokens": answer.get("dataset_tokens"), "planned_model": answer.get("model"),
+            "tokens_field": tokens_field(answer, values),
             "mode": estimates[0].get("mode", "instant") if estimates else "instant",
             "launch": launch_links([e["method"] for e in estimates], values, catalog, local_models),
             "margin": catalog.runtime.fit_margin, "errors": {}}

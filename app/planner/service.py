@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.catalog import Catalog, FileCatalog, GpuSpec, Runtime
+from app.planner.caveats import as_the_job_runs
 from app.planner.estimate import RunLength, badges, instant_estimate
 from app.methods import MethodError, check_against, check_seq_len
 from app.planner.setup import TrainingSetup
@@ -66,7 +67,10 @@ def _model_folder_config(model_id: str) -> dict[str, Any]:
 
 
 def build_setup(request: PlanRequest, method: str, arch: Architecture) -> TrainingSetup:
-    """The method's validated options, checked against the architecture as job submission checks them."""
+    """The method's validated options, checked against the architecture as job submission checks them.
+
+    The request's optimiser applies to the methods whose jobs can take it; the others are
+    estimated with their own (`app.planner.caveats`), so the row matches what Launch runs."""
     try:
         setup = TrainingSetup.build(
             method, request.method_config.get(method, {}), optimizer=request.optimizer,  # type: ignore[arg-type]
@@ -81,7 +85,7 @@ def build_setup(request: PlanRequest, method: str, arch: Architecture) -> Traini
         check_against(method, setup.options, arch, request.seq_len)
     except MethodError as exc:
         raise PlanError(("method_config", method, exc.field), exc.message) from exc
-    return setup
+    return as_the_job_runs(setup)  # an optimiser its job cannot take: estimated with the job's (the row says so)
 
 
 def resolve_gpus(request: PlanRequest, catalog: Catalog) -> list[GpuSpec]:

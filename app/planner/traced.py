@@ -46,7 +46,11 @@ async def compute_plan(body: PlanRequest, redis: Any, catalog: DbCatalog,
     """The instant plan, then (mode=traced) the planning queue's traced estimates in its place."""
     answer = await run_in_threadpool(plan, body, catalog, dataset_tokens)
     if body.mode == "traced":
+        instant = {e["method"]: e for e in answer["estimates"]}
         answer["estimates"] = await traced_estimates(redis, body, answer)
+        for estimate in answer["estimates"]:  # what a row assumed and could not honour: the request's, not the trace's
+            for key in ("not_applied", "recipe"):
+                estimate.setdefault(key, instant.get(estimate["method"], {}).get(key))
         answer["badges"] = badges(answer["estimates"])
     return answer
 

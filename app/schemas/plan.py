@@ -62,11 +62,13 @@ class PlanRequest(BaseModel):
 
 
 class FitRequest(PlanRequest):
-    """Make it fit: one method on one GPU; batch_size × gradient_accumulation is kept."""
+    """Make it fit: one method on one GPU; batch_size × gradient_accumulation is kept exactly."""
 
     methods: list[MethodName] = Field(min_length=1, max_length=1)
     gpus: list[str] = Field(min_length=1, max_length=1)  # type: ignore[assignment]
     mode: Literal["instant"] = "instant"
+    allow_shorter_seq_len: bool = Field(False, description="May it shorten seq_len when nothing else fits "
+                                                           "(that changes what trains, so only on request)")
 
 
 class GpuEstimate(BaseModel):
@@ -99,6 +101,10 @@ class MethodEstimate(BaseModel):
     gpus: list[GpuEstimate]
     notes: list[str]
     mode: Literal["instant", "traced"] = "instant"
+    not_applied: list[str] = Field(default_factory=list, description=(
+        "Settings of the request this method could not take, and what it was estimated with instead; "
+        "such a method is left out of the badges (`badges.not_ranked`)"))
+    recipe: str | None = Field(None, description="The precision recipe assumed (e.g. pure bf16 vs fp32 master weights)")
 
 
 class PlanResponse(BaseModel):
@@ -113,6 +119,8 @@ class PlanResponse(BaseModel):
 
 class PlanSummary(BaseModel):
     id: str
+    owner_id: str | None = None
+    owner_email: str | None = Field(None, description="Only in an admin's all-users list")
     label: str
     mode: str
     created_at: datetime

@@ -3,15 +3,17 @@
 Why the form posts to fragments: the table re-renders on every change
 (htmx, no reload), so the same PlanRequest the API takes is built from the
 form and answered by the same service; errors come back as a 422 fragment
-that names the field, exactly like the API. Stored plans reopen at
-/plan?plan=<id>. "Exact" waits for the planning worker (up to a minute)
-while the page shows progress.
+that names the field, exactly like the API (a refused hub id at the hub
+field, with the API's message). A plan is stored only when the user presses
+Save (re-planning on every keystroke filled the list with near-duplicates);
+stored plans reopen at /plan?plan=<id>. "Exact" waits for the planning worker
+(up to a minute) while the page shows progress.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -19,20 +21,21 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 
-from app.api.deps import AdminUser, CatalogDep, CurrentUser, JobDep, ReopenedPlanDep, SessionDep, get_dataset_tokens
+from app.api.deps import AdminUser, CatalogDep, CurrentUser, DatasetTokensDep, JobDep, ReopenedPlanDep, SessionDep
 from app.catalog.models import list_models
 from app.datasets.crud import list_datasets
 from app.methods import DEFAULT_METHOD
 from app.planner.architecture import ArchitectureError
 from app.planner.catalog_forms import gpu_from_form, model_from_form
 from app.planner.db_catalog import DbCatalog, save_gpu, save_model
-from app.planner.fit import make_it_fit
+from app.planner.fit import fit_request
 from app.planner.job_plan import achieved_tflops, job_measured
 from app.planner import plan_view
-from app.planner.plan_view import PLAN_DEFAULTS, form_errors, launch_links, plan_request_from_form, table_context
-from app.planner.records import list_plans, store_plan
-from app.planner.service import PlanError, build_setup, resolve_architecture, resolve_gpus
-from app.planner.traced import TraceUnavailable, compute_plan
+from app.planner.plan_view import (PLAN_DEFAULTS, form_errors, launch_links, page_link, plan_request_from_form, table_context,
+                                   tokens_field)
+from app.planner.records import list_plans, owner_emails, store_plan
+from app.planner.service import PlanError
+from app.planner.traced import TokenCounter, TraceUnavailable, compute_plan
 from app.schemas.plan import FitRequest, PlanRequest
 from app.web.templating import templates
 
@@ -43,9 +46,12 @@ def _page_context(request: Request, session: Any, user: Any, catalog: DbCatalog,
                   ) -> dict[str, Any]:
     catalog_ids = {m.id for m in catalog.models()}
     local = [m for m in list_models() if m.id not in catalog_ids]  # ModelInfo: the select shows each one's label
-    plans, _ = list_plans(session, user, limit=10)
+    all_users = bool(user.is_admin) and request.query_params.get("plans") == "all"
+    plans, _ = list_plans(session, user, limit=10, all_users=all_users)
     return {"values": values, "catalog_models": catalog.models(), "local_models": local,
             "gpus": catalog.gpus(), "datasets": list_datasets(session, user), "recent": plans,
+            "all_users": all_users, "owners": owner_emails(session, plans) if all_users else {},
+            "is_admin": bool(user.is_admin),
             "methods": PlanRequest.model_fields["methods"].default_factory()}  # type: ignore[misc]
 
 
@@ -63,87 +69,122 @@ def _values(source: QueryParams | FormData | dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def _table(request: Request, values: dict[str, Any], catalog: DbCatalog, session: Any, user: Any,
-                 mode: str = "instant", notice: str | None = None) -> Response:
+def _at_fields(errors: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
+    """A refused model typed as a hub id is that field's error (the API's message at `model`, word for word)."""
+    if plan_view._text(values.get("hub_model")) and not plan_view._text(values.get("config_json")) and "model" in errors:
+        errors = {("hub_model" if key == "model" else key): message for key, message in errors.items()}
+    return errors
+
+
+Computed = tuple["PlanRequest | None", "dict[str, Any] | None", dict[str, str], "str | None"]
+
+
+async def _compute(request: Request, values: dict[str, Any], catalog: DbCatalog, counter: TokenCounter,
+                   mode: str = "instant") -> Computed:
+    """(request body, answer, errors by field, notice): the same service the API answers with."""
     try:
         body = plan_request_from_form(values, mode)
-        answer = await compute_plan(body, getattr(request.app.state, "redis", None), catalog,
-                                    get_dataset_tokens(request))
+        answer = await compute_plan(body, getattr(request.app.state, "redis", None), catalog, counter)
     except ValidationError as exc:
-        return _errors(request, form_errors(exc.errors()))
+        return None, None, _at_fields(form_errors(exc.errors()), values), None
     except PlanError as exc:
-        return _errors(request, {".".join(map(str, exc.loc)): exc.message})
+        return None, None, _at_fields({".".join(map(str, exc.loc)): exc.message}, values), None
     except TraceUnavailable as exc:  # no planning worker in time: keep the instant figures and say why
-        return await _table(request, values, catalog, session, user, "instant", notice=exc.detail)
-    record = await run_in_threadpool(store_plan, session, user, body.model_dump(mode="json", exclude_none=True),
-                                     answer)
-    context = table_context(answer, values, catalog, {m.id for m in list_models()})
-    context.update(plan_id=record.id, notice=notice)
-    return templates.TemplateResponse(request, "plan_table.html", context)
+        body, answer, errors, _ = await _compute(request, values, catalog, counter, "instant")
+        return body, answer, errors, exc.detail
+    return body, answer, {}, None
 
 
-def _errors(request: Request, errors: dict[str, str]) -> Response:
-    return templates.TemplateResponse(request, "plan_table.html", {"errors": errors}, status_code=422)
+def _table_context(answer: dict[str, Any] | None, values: dict[str, Any], catalog: DbCatalog,
+                   errors: dict[str, str]) -> dict[str, Any]:
+    if errors or answer is None:
+        return {"errors": errors, "hub_error": errors.get("hub_model", "")}
+    return {**table_context(answer, values, catalog, {m.id for m in list_models()}), "hub_error": ""}
+
+
+async def _table(request: Request, values: dict[str, Any], catalog: DbCatalog, session: Any, user: Any,
+                 counter: TokenCounter, mode: str = "instant", save: bool = False) -> Response:
+    """The table fragment; with `save` the plan shown is stored (once per request) and the list updated."""
+    body, answer, errors, notice = await _compute(request, values, catalog, counter, mode)
+    context = {**_table_context(answer, values, catalog, errors), "oob": True, "notice": notice}
+    if save and body is not None and answer is not None:
+        record = await run_in_threadpool(store_plan, session, user, body.model_dump(mode="json", exclude_none=True),
+                                         answer)
+        context.update(plan_id=record.id, saved=True, recent=list_plans(session, user, limit=10)[0])
+    return templates.TemplateResponse(request, "plan_table.html", context, status_code=422 if errors else 200)
 
 
 @router.get("/plan", response_class=HTMLResponse)
 async def plan_page(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
-                    record: ReopenedPlanDep) -> Response:
-    """The page; `?plan=<id>` reopens a stored plan, other query parameters pre-fill the form."""
+                    record: ReopenedPlanDep, counter: DatasetTokensDep) -> Response:
+    """The page; `?plan=<id>` reopens a stored plan, other query parameters pre-fill the form (nothing is stored)."""
     if record is not None:
         values = _values({k: v for k, v in record.request.items() if k not in ("method_config",)})
         if isinstance(values.get("config"), dict):
             values["config_json"] = json.dumps(values.pop("config"), indent=1)
+        known = {m.id for m in catalog.models()} | {m.id for m in list_models()}
+        if values.get("model") and values["model"] not in known:  # planned for a hub id: show it in its field
+            values["hub_model"] = values["model"]
         context = _page_context(request, session, user, catalog, values)
-        context.update(table_context(record.result, values, catalog, {m.id for m in list_models()}))
-        context["plan_id"] = record.id
-        context["reopened"] = record
+        context.update(_table_context(record.result, values, catalog, {}))
+        context.update(plan_id=record.id, reopened=record, tokens_field=tokens_field(record.result, values))
         return templates.TemplateResponse(request, "plan.html", context)
     values = _values(request.query_params)
+    _, answer, errors, notice = await _compute(request, values, catalog, counter)
     context = _page_context(request, session, user, catalog, values)
-    table = await _table(request, values, catalog, session, user)
-    context["table_html"] = bytes(table.body).decode()
-    return templates.TemplateResponse(request, "plan.html", context, status_code=table.status_code)
+    context.update(_table_context(answer, values, catalog, errors), notice=notice,
+                   tokens_field=tokens_field(answer, values))
+    return templates.TemplateResponse(request, "plan.html", context, status_code=422 if errors else 200)
 
 
 @router.post("/plan/table", response_class=HTMLResponse)
-async def plan_table(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep) -> Response:
-    """The table for the form as it is now (htmx, on every change); the plan is stored."""
-    return await _table(request, _values(await request.form()), catalog, session, user)
+async def plan_table(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
+                     counter: DatasetTokensDep) -> Response:
+    """The table for the form as it is now (htmx, on every change); nothing is stored."""
+    return await _table(request, _values(await request.form()), catalog, session, user, counter)
+
+
+@router.post("/plan/save", response_class=HTMLResponse)
+async def plan_save(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
+                    counter: DatasetTokensDep) -> Response:
+    """Store the plan on the page (the same request saved again is the same plan, moved to the top)."""
+    values = _values(await request.form())
+    mode = "traced" if values.get("save_mode") == "traced" else "instant"  # traced answers are cached: instant again
+    return await _table(request, values, catalog, session, user, counter, mode=mode, save=True)
 
 
 @router.post("/plan/exact", response_class=HTMLResponse)
-async def plan_exact(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep) -> Response:
+async def plan_exact(request: Request, session: SessionDep, user: CurrentUser, catalog: CatalogDep,
+                     counter: DatasetTokensDep) -> Response:
     """Trace each method on the planning worker and show those figures (waits up to a minute)."""
-    return await _table(request, _values(await request.form()), catalog, session, user, mode="traced")
+    return await _table(request, _values(await request.form()), catalog, session, user, counter, mode="traced")
 
 
 @router.post("/plan/fit", response_class=HTMLResponse)
 async def plan_fit(request: Request, user: CurrentUser, catalog: CatalogDep) -> Response:
-    """Make it fit: for the chosen GPU and method, the micro-batch, accumulation and checkpointing that fit."""
+    """Make it fit: for the chosen GPU and method, the same sequences per step split so that they fit."""
     values = _values(await request.form())
     try:
         base = plan_request_from_form(values, "instant").model_dump(exclude_none=True)
-        base.update(methods=[values.get("fit_method") or DEFAULT_METHOD], gpus=[values.get("fit_gpu") or ""])
+        base.update(methods=[values.get("fit_method") or DEFAULT_METHOD], gpus=[values.get("fit_gpu") or ""],
+                    allow_shorter_seq_len=values.get("fit_shorter") == "on")
         body = FitRequest.model_validate(base)
-        arch = resolve_architecture(body, catalog)
-        setup = build_setup(body, body.methods[0], arch)
-        gpu = resolve_gpus(body, catalog)[0]
+        result = fit_request(body, catalog)
     except ValidationError as exc:
         return templates.TemplateResponse(request, "plan_fit.html", {"errors": form_errors(exc.errors())},
                                           status_code=422)
     except PlanError as exc:
         return templates.TemplateResponse(request, "plan_fit.html",
                                           {"errors": {".".join(map(str, exc.loc)): exc.message}}, status_code=422)
-    result = make_it_fit(arch, setup, gpu, catalog.runtime)
+    method, gpu = body.methods[0], catalog.gpu(body.gpus[0])
     fitted = {**values, "batch_size": result.batch_size, "gradient_accumulation": result.gradient_accumulation,
-              "gradient_checkpointing": "on" if result.gradient_checkpointing else ""}
-    links = launch_links([setup.method], fitted, catalog, {m.id for m in list_models()})
-    replan = "/plan?" + urlencode([(k, v) for k, v in fitted.items() if k not in ("gpus", "methods", "fit_gpu",
-                                   "fit_method", "csrf_token") and v not in (None, "")])
+              "gradient_checkpointing": "on" if result.gradient_checkpointing else "", "seq_len": result.seq_len}
+    if any("instead of" in change for change in result.changes):
+        fitted["optimizer"] = result.optimizer
+    links = launch_links([method], fitted, catalog, {m.id for m in list_models()})
     return templates.TemplateResponse(request, "plan_fit.html", {
-        "fit": result, "gpu": gpu, "method": setup.method, "margin": catalog.runtime.fit_margin,
-        "launch": links[setup.method], "replan": replan})
+        "fit": result, "gpu": gpu, "method": method, "margin": catalog.runtime.fit_margin,
+        "launch": links[method], "replan": page_link(fitted)})
 
 
 @router.get("/jobs/{job_id}/plan", response_class=HTMLResponse)

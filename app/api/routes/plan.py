@@ -7,9 +7,9 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CatalogDep, CurrentUser, DatasetTokensDep, SessionDep
-from app.planner.fit import make_it_fit
+from app.planner.fit import fit_request
 from app.planner.records import store_plan
-from app.planner.service import PlanError, build_setup, catalog_listing, resolve_architecture, resolve_gpus
+from app.planner.service import PlanError, catalog_listing
 from app.planner.traced import TraceUnavailable, compute_plan
 from app.schemas.plan import FitRequest, PlanRequest, PlanResponse
 
@@ -42,11 +42,10 @@ async def post_plan(body: PlanRequest, request: Request, catalog: CatalogDep, da
 
 @router.post("/fit")
 def post_fit(body: FitRequest, catalog: CatalogDep) -> dict[str, Any]:
-    """Make it fit: the largest micro-batch and the cheapest checkpointing/accumulation for one GPU."""
+    """Make it fit: the same sequences per step, split, stepped and checkpointed to fit one GPU."""
     try:
-        arch = resolve_architecture(body, catalog)
-        setup = build_setup(body, body.methods[0], arch)
-        gpu = resolve_gpus(body, catalog)[0]
+        fit = fit_request(body, catalog)
     except PlanError as exc:
         raise _unprocessable(exc) from exc
-    return {"method": setup.method, "gpu": gpu.name, **make_it_fit(arch, setup, gpu, catalog.runtime).public()}
+    gpu = catalog.gpu(body.gpus[0])  # found: fit_request resolved it
+    return {"method": body.methods[0], "gpu": gpu.name if gpu else body.gpus[0], **fit.public()}

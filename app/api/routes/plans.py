@@ -1,12 +1,12 @@
-"""Stored plans: list and reopen the plans a user computed (POST /api/v1/plan stores each one)."""
+"""Stored plans: list and reopen the plans a user stored (POST /api/v1/plan stores each one, once)."""
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from app.api.deps import CurrentUser, PlanDep, SessionDep
-from app.planner.records import list_plans, summary
+from app.planner.records import list_plans, owner_emails, summary
 from app.schemas.plan import PlansPublic, PlanSummary, StoredPlan
 
 router = APIRouter(prefix="/plans", tags=["plan"])
@@ -17,10 +17,14 @@ def get_plans(
     session: SessionDep, user: CurrentUser,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    all_users: Annotated[bool, Query(description="Admins only: every user's plans, each with its owner")] = False,
 ) -> PlansPublic:
-    """The caller's plans, newest first (an admin sees everyone's)."""
-    records, count = list_plans(session, user, offset=offset, limit=limit)
-    return PlansPublic(data=[PlanSummary.model_validate(summary(r)) for r in records], count=count)
+    """The caller's own plans, newest first (an admin's too; `all_users=true` lists everyone's)."""
+    if all_users and not user.is_admin:
+        raise HTTPException(403, detail="only an admin lists all users' plans")
+    records, count = list_plans(session, user, offset=offset, limit=limit, all_users=all_users)
+    emails = owner_emails(session, records) if all_users else None
+    return PlansPublic(data=[PlanSummary.model_validate(summary(r, emails)) for r in records], count=count)
 
 
 @router.get("/{plan_id}", response_model=StoredPlan)
