@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.methods.base import MethodError, MethodOptions, MethodSpec
+from app.methods.base import MethodError, MethodOptions, MethodSpec, Optimizer
 from app.planner.architecture import Architecture
 
 
@@ -15,6 +15,7 @@ class AdaptersOptions(MethodOptions):
     )
     reduction_factor: int = Field(16, ge=1, le=1024, description="Hidden size ÷ bottleneck size")
     non_linearity: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="Activation in the bottleneck")
+    optimizer: Optimizer = Field("adamw", description="adamw, adamw_8bit (bitsandbytes), sgd or adafactor")
 
 
 def check(options: AdaptersOptions, arch: Architecture) -> None:

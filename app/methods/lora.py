@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.methods.base import MethodSpec, TargetedOptions, TargetModules, targets_in
+from app.methods.base import MethodSpec, Optimizer, TargetedOptions, TargetModules, targets_in
 from app.planner.architecture import Architecture
 
 
@@ -16,6 +16,7 @@ class LoraOptions(TargetedOptions):
         "attention", description="minimal = q,v · attention = q,k,v,o · all-linear = attention + MLP, or module names"
     )
     use_rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA)")
+    optimizer: Optimizer = Field("adamw", description="adamw, adamw_8bit (bitsandbytes), sgd or adafactor")
 
 
 def check(options: LoraOptions, arch: Architecture) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.methods.base import MethodOptions, MethodSpec
+from app.methods.base import MethodOptions, MethodSpec, Optimizer
 
 PREFIX_LR = 1e-2  # virtual tokens start far from any useful value (peft's examples use 1e-2 to 3e-2)
 
 
 class PrefixOptions(MethodOptions):
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Trainable key/value positions per layer")
+    optimizer: Optimizer = Field("adamw", description="adamw, adamw_8bit (bitsandbytes), sgd or adafactor")
 
 
 SPEC = MethodSpec(

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from app.methods.base import MethodOptions, MethodSpec
+from app.methods.base import MethodOptions, MethodSpec, Optimizer
 from app.methods.prefix import PREFIX_LR
 
 
@@ -13,6 +13,7 @@ class PromptOptions(MethodOptions):
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Trainable tokens prepended to the input")
     init: Literal["random", "text"] = Field("random", description="Start from random vectors or from a text's embeddings")
     init_text: str | None = Field(None, max_length=2000, description="The text, when init is text")
+    optimizer: Optimizer = Field("adamw", description="adamw, adamw_8bit (bitsandbytes), sgd or adafactor")
 
     @model_validator(mode="after")
     def _text_when_needed(self) -> "PromptOptions":
