@@ -140,6 +140,8 @@ def test_calibrating_a_gpu_moves_its_plan_toward_the_measured_runs(clean_runs: L
     assert any(note.startswith("L4: calibrated") and "from 3 measured runs" in note and "3 measured lora runs" in note
                for note in after_notes), after_notes
     assert 'data-calibrated="yes"' in clean_runs.client.get("/plan/catalog").text
+    table = clean_runs.client.post("/plan/table", data={"model": "demo", "gpus": ["L4"], "seq_len": "128"})
+    assert table.status_code == 200 and 'class="hint calibrated" title="L4: calibrated' in table.text
 
 
 def test_a_gpu_with_fewer_runs_than_the_rule_needs_is_not_calibrated(clean_runs: LocalApi) -> None:
