@@ -32,7 +32,7 @@ from app.planner.db_catalog import seed_catalogs
 from app.methods import METHODS
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
-from app.web import account, calibration_page, pages, plan_pages
+from app.web import account, calibration_page, job_estimate, pages, plan_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def create_app() -> FastAPI:
     app.include_router(account.public)
     app.include_router(account.private, dependencies=guarded)
     app.include_router(pages.router, dependencies=guarded)
+    app.include_router(job_estimate.router, dependencies=guarded)
     app.include_router(plan_pages.router, dependencies=guarded)
     app.include_router(calibration_page.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -1,7 +1,14 @@
 """The new-job form's address for one plan row: every setting of the row, as the form's own fields.
 
 Why its own module: the plan page builds the link and the job form reads it; the
-one contract between them is the form's field names (`app.web.forms.FIELDS`).
+one contract between them is the form's field names (`app.web.forms.FIELDS`, and a
+method's options named after the option, `app.web.method_fields`). Why every
+setting, defaults included: a setting left out falls back to the *form's* default,
+which need not be the plan's (a Launch once dropped gradient checkpointing, so the
+form showed 85 GiB for a row of 30.8 GiB). The row's setup is resolved as the
+planner resolves it (`TrainingSetup.build` + `as_the_job_runs`), so the link carries
+what the row was estimated with: the optimiser its job really takes, and no
+checkpointing for a method that cannot take it (the row says so too).
 """
 from __future__ import annotations
 
@@ -10,28 +17,78 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
+from pydantic import ValidationError
+
 from app.planner.catalog import Catalog
+from app.planner.caveats import as_the_job_runs
+from app.planner.setup import TrainingSetup
+from app.schemas.plan import PlanRequest
 
 HUB_URL = re.compile(r"huggingface\.co/([\w.-]+/[\w.-]+)")
+CHECKED = frozenset({"on", "true", "1", "True"})
+_PLAN = PlanRequest.model_fields
+STEP_FIELDS = ("seq_len", "batch_size", "gradient_accumulation")
 
 
 def _text(value: Any) -> str:
     return str(value).strip() if value is not None else ""
 
 
+def _model_fields(values: dict[str, Any], catalog: Catalog, local_models: set[str]) -> dict[str, str]:
+    """A catalog model that is also a local folder goes in `model`, else its hub id (`hub_model`)."""
+    model = _text(values.get("hub_model")) or _text(values.get("model"))
+    if _text(values.get("config_json")) or not model:
+        return {}
+    if model in local_models:
+        return {"model": model}
+    entry = catalog.model(model)
+    match = HUB_URL.search(entry.source) if entry is not None else None
+    return {"hub_model": match.group(1) if match else model}
+
+
+def _option_text(value: Any) -> str | None:
+    """An option as its form input holds it: a checkbox is present only when on, a list comma-joined."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "true"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _common(values: dict[str, Any]) -> dict[str, str]:
+    """The row's training shape, each setting explicit (an empty plan input is the plan API's default)."""
+    fields = {name: _text(values.get(name)) or str(_PLAN[name].default) for name in STEP_FIELDS}
+    fields["precision"] = _text(values.get("precision")) or str(_PLAN["precision"].default)
+    if _text(values.get("dataset")):
+        fields["dataset"] = _text(values["dataset"])
+    return fields
+
+
+def row_fields(method: str, values: dict[str, Any]) -> dict[str, str]:
+    """One row's method, checkpointing, options and optimiser, as the job form's fields."""
+    fields = {"method": method}
+    checkpointing = values.get("gradient_checkpointing") is True or _text(values.get("gradient_checkpointing")) in CHECKED
+    options = (values.get("method_config") or {}).get(method) or {}
+    try:
+        setup = as_the_job_runs(TrainingSetup.build(
+            method, options, optimizer=_text(values.get("optimizer")) or None, seq_len=1,
+            gradient_checkpointing=checkpointing))
+    except ValidationError:
+        return fields  # the plan itself refuses these options; the form shows its defaults
+    if checkpointing and setup.spec.checkpointing:
+        fields["gradient_checkpointing"] = "true"
+    for name, value in setup.options.model_dump(mode="json").items():
+        if (text := _option_text(value)) is not None:
+            fields[name] = text
+    if "optimizer" in setup.options.model_fields:
+        fields["optimizer"] = setup.optimizer  # the one the row was estimated with
+    return fields
+
+
 def launch_links(methods: Iterable[str], values: dict[str, Any], catalog: Catalog, local_models: set[str]
                  ) -> dict[str, str]:
-    """The new-job form, pre-filled: a catalog model that is also a local folder goes in `model`, else its hub id."""
-    common: dict[str, str] = {}
-    model = _text(values.get("hub_model")) or _text(values.get("model"))
-    if not _text(values.get("config_json")) and model:
-        if model in local_models:
-            common["model"] = model
-        else:
-            entry = catalog.model(model)
-            match = HUB_URL.search(entry.source) if entry is not None else None
-            common["hub_model"] = match.group(1) if match else model
-    for name in ("seq_len", "batch_size", "gradient_accumulation"):
-        if _text(values.get(name)):
-            common[name] = _text(values[name])
-    return {m: "/jobs/new?" + urlencode({"method": m, **common}) for m in methods}
+    """The new-job form, pre-filled with every setting of each row (`values`: the plan form's inputs)."""
+    common = {**_model_fields(values, catalog, local_models), **_common(values)}
+    return {m: "/jobs/new?" + urlencode({**common, **row_fields(m, values)}) for m in methods}

@@ -23,6 +23,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "seq_len": ("hyperparameters", "seq_len"),
     "gradient_accumulation": ("hyperparameters", "gradient_accumulation"),
     "gradient_checkpointing": ("hyperparameters", "gradient_checkpointing"),
+    "precision": ("hyperparameters", "precision"),
     "checkpoint_every": ("hyperparameters", "checkpoint_every"),
     "keep_checkpoints": ("hyperparameters", "keep_checkpoints"),
     "eval_fraction": ("hyperparameters", "eval_fraction"),

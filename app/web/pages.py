@@ -20,6 +20,7 @@ from app.models import JOB_STATUSES
 from app.methods import DEFAULT_METHOD, METHOD_LABELS, METHODS, missing_requirements
 from app.web.method_fields import hyperparameter_fields, option_fields
 from app.web.forms import JOB_BODY, LIFECYCLE_FIELDS, TRAINING_FIELDS, body_from_form, field_for, validation_messages
+from app.web.job_estimate import estimate_context, read_workers
 from app.web.job_stream import page_frames
 from app.web.templating import templates
 from app import storage
@@ -29,6 +30,8 @@ from app.web import models_page
 from app.web.prompt_preview import preview_context
 from app.prompts import PROMPT_FORMATS
 from app.schemas.hyperparameters import BATCHINGS, SEQ_LEN
+
+PRECISION_LABELS = (("bf16", "bf16 weights"), ("mixed", "mixed: fp32 weights, bf16 autocast"), ("fp32", "fp32"))
 
 router = APIRouter(include_in_schema=False)
 router.include_router(models_page.router)  # /models: the models page and its trust switch
@@ -81,14 +84,18 @@ def _preview(session: Any, user: Any, values: dict[str, str]) -> dict[str, Any]:
                            values.get("prompt_format") or None, _seq_len(values.get("seq_len")))
 
 
-def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> dict[str, Any]:
+def _form_context(session: Any, user: Any, values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
+                  workers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     form_model = default_model_id()
     datasets = list_datasets(session, user)
     form_dataset = _form_dataset(form_model)
     if not any(d.id == form_dataset for d in datasets):
         form_dataset = FORM_DATASET
     values = _with_suggestions(values or {}, (values or {}).get("dataset", form_dataset))
+    # The live estimate of the form as rendered: its own defaults where the address gives no value.
+    shown = {"model": form_model, "dataset": form_dataset, "method": DEFAULT_METHOD, **values}
     return {
+        "estimate": estimate_context(session, user, shown, workers),
         **_options_context(values.get("method", DEFAULT_METHOD), values, errors),
         "form_model": form_model,
         "form_dataset": form_dataset,
@@ -102,6 +109,7 @@ def _form_context(session: Any, user: Any, values: dict[str, str] | None = None,
         "available_methods": [m for m in METHODS if not missing_requirements(m)],
         "training_fields": hyperparameter_fields(TRAINING_FIELDS),
         "lifecycle_fields": hyperparameter_fields(LIFECYCLE_FIELDS),
+        "precisions": PRECISION_LABELS,
     }
 
 
@@ -127,15 +135,21 @@ def jobs_page(
 
 
 @router.get("/jobs/new", response_class=HTMLResponse)
-def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
-    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user, dict(request.query_params)))
+async def new_job_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
+    """The form, filled from the address (a plan row's Launch carries every setting), with its live estimate."""
+    workers = await read_workers(request, session)
+    context = await run_in_threadpool(_form_context, session, user, dict(request.query_params), None, workers)
+    return templates.TemplateResponse(request, "job_new.html", context)
 
 
 @router.get("/jobs/new/options", response_class=HTMLResponse)
 def method_options(request: Request, method: str = DEFAULT_METHOD) -> HTMLResponse:
-    """The options fieldset of one method, swapped in when the Method field changes."""
-    return templates.TemplateResponse(request, "partials/method_options.html",
-                                      {**_options_context(method), "swap_learning_rate": True})
+    """The options fieldset of one method, swapped in when the Method field changes; the live estimate
+    asks again once it is in (`optionsSwapped`), with the new method's options."""
+    response = templates.TemplateResponse(request, "partials/method_options.html",
+                                          {**_options_context(method), "swap_learning_rate": True})
+    response.headers["HX-Trigger-After-Settle"] = "optionsSwapped"
+    return response
 
 
 @router.get("/jobs/new/preview", response_class=HTMLResponse)
@@ -157,7 +171,9 @@ async def submit_job(request: Request, session: SessionDep, user: CurrentUser) -
         errors = {field_for(exc.loc): exc.message}
     else:
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
-    return templates.TemplateResponse(request, "job_new.html", _form_context(session, user, form, errors), status_code=422)
+    workers = await read_workers(request, session)
+    context = await run_in_threadpool(_form_context, session, user, form, errors, workers)
+    return templates.TemplateResponse(request, "job_new.html", context, status_code=422)
 
 
 @router.post("/datasets/upload", response_class=HTMLResponse)
