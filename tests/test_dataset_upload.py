@@ -110,3 +110,22 @@ def test_a_hostile_file_name_never_becomes_a_path(api: LocalApi, client: httpx.C
     assert not (api.data_dir.parent / "etc").exists()
     stored = dataset_files(api.data_dir)
     assert f"{response.json()['id']}.jsonl" in stored
+
+
+def test_an_upload_is_counted_for_the_default_model_in_the_background(api: LocalApi, client: httpx.Client) -> None:
+    """Issue 14, finding 10: the first plan on a new dataset finds its tokens already counted (no wait)."""
+    import time
+
+    from app import storage
+    from app.catalog.models import default_model_id
+    from app.datasets.token_lengths import dataset_lengths
+
+    cache = api.data_dir / "cache" / "token_lengths"
+    before = set(cache.glob("*.json"))
+    response = _upload(client, "counted.jsonl", ("\n".join(_alpaca(i) for i in range(50)) + "\n").encode())
+    deadline = time.monotonic() + 30
+    while not set(cache.glob("*.json")) - before and time.monotonic() < deadline:  # nobody asked for a plan yet
+        time.sleep(0.05)
+    path = storage.absolute(f"datasets/{response.json()['id']}.jsonl")
+    lengths = dataset_lengths(path, default_model_id(), wait=0)
+    assert lengths.counted and len(lengths.rows) == 50 and set(cache.glob("*.json")) - before

@@ -189,3 +189,18 @@ def test_plan_against_run_gives_each_gpu_its_own_tokens_per_second(api: LocalApi
         speed = gpu.bf16_tflops * 1e12 * gpu.utilisation.get("lora", 0.3)
         assert rates[name] == pytest.approx(plan["tokens_per_step"] * speed / plan["flops_per_step"], rel=2e-3), name
     assert rates["A10G"] != 1_024_000 and rates["L4"] > 0 and rates["RTX 4090"] > rates["L4"]
+
+
+def test_a_first_count_slower_than_the_plans_wait_shows_the_estimate_and_finishes_behind(
+        api: LocalApi, tmp_path: Path) -> None:
+    """Finding 10: counting a big dataset must not hold a page: past the wait the plan gets the estimate,
+    labelled as such, while the tokenizer's count goes on into the cache."""
+    from app.datasets.token_lengths import dataset_lengths
+
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _mixed_rows(3000)))
+    first = dataset_lengths(path, "demo", wait=0)
+    assert not first.counted and "still counting" in first.how
+    later = dataset_lengths(path, "demo")
+    assert later.counted and len(later.rows) == 3000
+    assert dataset_lengths(path, "demo", wait=0) is later  # cached: instant from now on

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import IO
 
 from sqlalchemy import or_
@@ -60,7 +61,16 @@ def create_dataset(
         target.unlink(missing_ok=True)
         raise
     session.refresh(dataset)
+    _count_in_background(target)
     return dataset
+
+
+def _count_in_background(path: Path) -> None:
+    """Count the new dataset's tokens for the default model now, so its first plan is instant."""
+    from app.catalog.models import default_model_id
+    from app.datasets.token_lengths import warm
+
+    warm(path, default_model_id())
 
 
 def list_datasets(session: Session, user: User) -> list[Dataset]:

@@ -14,9 +14,12 @@ from app.planner.real_data import refusal
 
 
 def seq_len_refusal(session: Session, dataset_id: str, model: str, seq_len: int,
-                    prompt_format: str | None = None) -> str | None:
+                    prompt_format: str | None = None, wait: float | None = None) -> str | None:
     """The message refusing `seq_len` for this dataset and model, or None when some row trains
-    (or when the lengths cannot be counted here: unknown dataset, no local tokenizer, a bad format)."""
+    (or when the lengths cannot be counted here: unknown dataset, no local tokenizer, a bad format).
+
+    `wait`: at most that many seconds for a first count (None: as long as it takes, as submission
+    does; a live form passes a second or so, and says nothing until the count is cached)."""
     from app import storage
     from app.datasets.token_lengths import dataset_lengths
     from app.models import Dataset
@@ -26,7 +29,7 @@ def seq_len_refusal(session: Session, dataset_id: str, model: str, seq_len: int,
     if row is None:
         return None
     try:
-        lengths = dataset_lengths(storage.absolute(row.path), model, prompt_format)
+        lengths = dataset_lengths(storage.absolute(row.path), model, prompt_format, wait=wait)
     except (PromptFormatError, OSError, ValueError):
         return None
     if not lengths.counted:

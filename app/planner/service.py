@@ -102,7 +102,10 @@ def resolve_gpus(request: PlanRequest, catalog: Catalog) -> list[GpuSpec]:
 
 
 def dataset_file_tokens(path: Path, bytes_per_token: float) -> int:
-    """Text bytes of a normalised JSONL dataset (every string value), divided by bytes per token."""
+    """Text bytes of a normalised JSONL dataset (every string value), divided by bytes per token.
+
+    A rough figure for a caller with no model to count with; plans count every row with the
+    model's tokenizer in its prompt format (app.datasets.token_lengths), or say they estimated."""
     total = 0
 
     def walk(value: Any) -> int:
@@ -156,10 +159,10 @@ def plan(request: PlanRequest, catalog: Catalog, dataset_tokens: TokenSource) ->
 def _plan_on_rows(request: PlanRequest, arch: Architecture, setups: list[TrainingSetup], gpus: list[GpuSpec],
                   runtime: Runtime, path: Path) -> dict[str, Any]:
     """Every method at the trainer's widest micro-batch of this dataset, timed over its real batches."""
-    from app.datasets.token_lengths import dataset_lengths
+    from app.datasets.token_lengths import PLAN_WAIT_SECONDS, dataset_lengths
     from app.planner.real_data import NoTrainableRows, data_shape, lengths_summary, real_data_estimate
 
-    lengths = dataset_lengths(path, request.model, None, bytes_per_token(arch))
+    lengths = dataset_lengths(path, request.model, None, bytes_per_token(arch), wait=PLAN_WAIT_SECONDS)
     rows = list(lengths.rows)
     if not rows:
         raise PlanError(("dataset",), f"dataset {request.dataset} has no rows")
