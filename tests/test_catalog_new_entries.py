@@ -56,3 +56,25 @@ def test_a_new_gpu_has_memory_peak_price_and_a_utilisation_per_method(name: str)
     assert gpu is not None and gpu.memory_bytes >= 15 * 2**30 and gpu.bf16_tflops > 0
     assert set(gpu.utilisation) == set(METHODS)
     assert {"memory", "tflops", "price"} <= set(gpu.sources) and "editable default" in gpu.sources["price"]
+
+
+def test_an_existing_install_gains_the_new_entries_and_keeps_its_edits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlmodel import Session, SQLModel, select
+
+    from app.db import make_engine
+    from app.models import CatalogGpu, CatalogModel
+    from app.planner.db_catalog import seed_catalogs
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:  # an install seeded by an earlier release, one price edited since
+        session.add(CatalogGpu(id="h200", name="H200", memory_bytes=150754820096, bf16_tflops=989.4,
+                               price_per_hour=1.0, utilisation={"lora": 0.35}, sources={}))
+        session.add(CatalogModel(id="llama-2-7b", name="Llama 2 7B (edited)", source="", config={"model_type": "llama"}))
+        session.commit()
+        seed_catalogs(session)
+        gpus = {g.name: g for g in session.exec(select(CatalogGpu))}
+        models = {m.id: m for m in session.exec(select(CatalogModel))}
+    assert set(NEW_GPUS) <= set(gpus) and gpus["H200"].price_per_hour == 1.0
+    assert set(DENSE_SIZES) <= set(models) and models["llama-2-7b"].name == "Llama 2 7B (edited)"
+    engine.dispose()
