@@ -3,8 +3,10 @@
 Why a snapshot: a plan reads every GPU and one model; loading the two small
 tables per request costs a millisecond or two, but parsing architectures
 again and again does not need to happen, so parsed architectures are cached
-by (id, updated_at). Runtime overheads (CUDA context, allocator slack, fit
-margin) stay in the repository's file: they are calibration, not a price list.
+by (id, updated_at). The shared runtime overheads (CUDA context, allocator
+slack, fit margin) stay in the repository's file; what one GPU's measured runs
+say about them and about its utilisation is that GPU's `calibration` column
+(app/planner/calibration.py), set by an admin from the catalog page.
 """
 from __future__ import annotations
 
