@@ -36,6 +36,7 @@ def _count(client: httpx.Client) -> int:
         ({"method_config": {"dropout": 1.5}}, "dropout"),
         ({"method_config": {"target_modules": "everything"}}, "target_modules"),
         ({"method_config": {"rank": 8}}, "rank"),
+        ({"hyperparameters": {"precision": "fp8"}}, "precision"),
         ({"surprise": True}, "surprise"),
     ],
 )
@@ -112,6 +113,10 @@ def test_every_method_has_validated_options(client: httpx.Client) -> None:
         ("qlora", {"quant_type": "int3"}, {}, ["method_config", "quant_type"], "nf4"),
         ("qlora", {"optimizer": "sgd"}, {}, ["method_config", "optimizer"], "paged_adamw_8bit"),
         ("full", {"optimizer": "lion"}, {}, ["method_config", "optimizer"], "adafactor"),
+        # Every method but GaLore (its own GaLoreAdamW) takes the plan's optimiser, from the same choices.
+        ("lora", {"optimizer": "lion"}, {}, ["method_config", "optimizer"], "adafactor"),
+        ("prefix", {"optimizer": "paged_adamw_8bit"}, {}, ["method_config", "optimizer"], "adafactor"),
+        ("galore", {"optimizer": "adamw"}, {}, ["method_config", "optimizer"], "Extra inputs"),
         ("prompt", {"num_virtual_tokens": 100}, {"seq_len": 480}, ["method_config", "num_virtual_tokens"],
          "at most 32 virtual tokens"),
         ("prefix", {"num_virtual_tokens": 64}, {"seq_len": 500}, ["method_config", "num_virtual_tokens"],

@@ -126,3 +126,14 @@ def test_a_cpu_only_stack_says_its_workers_cannot_be_read_and_shows_the_catalog_
         api: LocalApi, rows: dict[str, Any]) -> None:
     live = api.client.get(rows["lora"][1]).text  # this app has no Redis: the workers are unknown
     assert "The workers cannot be read right now" in live and 'id="estimate-catalog"' in live
+
+
+def test_explicit_target_modules_and_checkboxes_survive_the_link() -> None:
+    """A plan's method_config (the API's) with module names and a box on arrives as the same options."""
+    from app.planner.launch_link import row_fields
+    from app.web.method_fields import method_config_from_form
+
+    options = {"target_modules": ["q_proj", "v_proj"], "use_rslora": True, "r": 16}
+    fields = row_fields("dora", {"method_config": {"dora": options}})
+    config = method_config_from_form("dora", fields)
+    assert {k: config[k] for k in options} == {"target_modules": ["q_proj", "v_proj"], "use_rslora": True, "r": "16"}

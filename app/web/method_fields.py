@@ -61,14 +61,19 @@ def option_fields(method: str) -> list[FormField]:
 
 
 def method_config_from_form(method: str, form: dict[str, str]) -> dict[str, Any]:
-    """Checkboxes are absent when off; empty inputs are left out so the model's defaults apply."""
+    """Checkboxes are absent when off; empty inputs are left out so the model's defaults apply.
+
+    Target modules are a preset's name or module names joined by commas (what a plan row's Launch
+    carries for an explicit list, app.planner.launch_link)."""
     config: dict[str, Any] = {}
     for field in option_fields(method):
         if field.kind == "checkbox":
             config[field.name] = field.name in form
             continue
         value = (form.get(field.name) or "").strip()
-        if value:
+        if value and field.name == "target_modules" and value not in field.choices:
+            config[field.name] = [name.strip() for name in value.split(",") if name.strip()]
+        elif value:
             config[field.name] = value
     return config
 
