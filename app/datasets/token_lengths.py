@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class DatasetLengths:
     prompt_format: str
     seconds: float  # how long the count took (0 when it came from a cache)
 
-    @property
+    @cached_property
     def tokens(self) -> int:
         return sum(r.total for r in self.rows)
 

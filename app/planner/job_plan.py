@@ -17,8 +17,7 @@ from app.planner.architecture import Architecture
 from app.planner.compute import seconds_for
 from app.planner.db_catalog import DbCatalog
 from app.planner.estimate import RunLength, instant_estimate
-from app.planner.real_data import (DEFAULT_BATCHING, DataShape, NoTrainableRows, data_shape, lengths_summary,
-                                   real_data_estimate)
+from app.planner.real_data import DEFAULT_BATCHING, DataShape, NoTrainableRows, real_data_estimate, shape_and_summary
 from app.planner.service import PlanError, build_setup, bytes_per_token, resolve_architecture
 from app.planner.setup import TrainingSetup
 from app.queue import CPU_QUEUE
@@ -39,13 +38,11 @@ def _job_data(session: Session, body: Any, setup: TrainingSetup, arch: Architect
         return None
     hp = body.hyperparameters
     lengths = dataset_lengths(storage.absolute(row.path), body.model, hp.prompt_format, bytes_per_token(arch))
-    rows = list(lengths.rows)
     try:
-        data = data_shape(rows, setup, hp.batching or DEFAULT_BATCHING, hp.epochs, hp.max_steps, hp.eval_fraction,
-                          hp.eval_count)
+        data, summary = shape_and_summary(lengths.rows, setup, hp.batching or DEFAULT_BATCHING, hp.epochs,
+                                          hp.max_steps, hp.eval_fraction, hp.eval_count)
     except NoTrainableRows:
         return None  # refused at submission (app.jobs.crud); a plan never blocks on it
-    summary = lengths_summary(rows, data, setup.seq_len)
     summary.update(counted=lengths.counted, how=lengths.how, prompt_format=lengths.prompt_format)
     return data, summary
 

@@ -136,3 +136,24 @@ def lengths_summary(rows: list[RowLength], data: DataShape, seq_len: int) -> dic
         "real_tokens": data.real_tokens, "padding": round(data.padding, 4),
         "histogram": histogram(rows, seq_len),
     }
+
+
+_shapes: dict[tuple[Any, ...], tuple[tuple[RowLength, ...], DataShape, dict[str, Any]]] = {}
+
+
+def shape_and_summary(rows: tuple[RowLength, ...], setup: TrainingSetup, batching: Batching = DEFAULT_BATCHING,
+                      epochs: float | None = 1.0, max_steps: int | None = None, eval_fraction: float | None = None,
+                      eval_count: int | None = None) -> tuple[DataShape, dict[str, Any]]:
+    """`data_shape` and `lengths_summary`, remembered for the same rows (the cached count's own tuple) and
+    training shape: the instant plan re-asked as a form changes stays within its 50 ms."""
+    key = (id(rows), setup.seq_len, setup.batch_size, setup.gradient_accumulation, batching, epochs, max_steps,
+           eval_fraction, eval_count)
+    hit = _shapes.get(key)
+    if hit is not None and hit[0] is rows:  # the value holds the rows, so their id is not reused meanwhile
+        return hit[1], dict(hit[2])
+    data = data_shape(list(rows), setup, batching, epochs, max_steps, eval_fraction, eval_count)
+    summary = lengths_summary(list(rows), data, setup.seq_len)
+    if len(_shapes) > 256:
+        _shapes.clear()
+    _shapes[key] = (rows, data, summary)
+    return data, dict(summary)

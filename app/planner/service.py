@@ -160,23 +160,21 @@ def _plan_on_rows(request: PlanRequest, arch: Architecture, setups: list[Trainin
                   runtime: Runtime, path: Path) -> dict[str, Any]:
     """Every method at the trainer's widest micro-batch of this dataset, timed over its real batches."""
     from app.datasets.token_lengths import PLAN_WAIT_SECONDS, dataset_lengths
-    from app.planner.real_data import NoTrainableRows, data_shape, lengths_summary, real_data_estimate
+    from app.planner.real_data import NoTrainableRows, real_data_estimate, shape_and_summary
 
     lengths = dataset_lengths(path, request.model, None, bytes_per_token(arch), wait=PLAN_WAIT_SECONDS)
-    rows = list(lengths.rows)
-    if not rows:
+    if not lengths.rows:
         raise PlanError(("dataset",), f"dataset {request.dataset} has no rows")
     try:  # every method shares seq_len, micro-batch and accumulation: the same batches
-        data = data_shape(rows, setups[0], epochs=request.epochs)
+        data, summary = shape_and_summary(lengths.rows, setups[0], epochs=request.epochs)
     except NoTrainableRows as exc:
         raise PlanError(("seq_len",), str(exc)) from exc
+    note = f"dataset {request.dataset}: {lengths.tokens:,} tokens in {len(lengths.rows):,} rows, {lengths.how}"
     estimates = []
     for setup in setups:
         estimate = real_data_estimate(arch, setup, data, gpus, runtime)
-        estimate["notes"].insert(0, f"dataset {request.dataset}: {lengths.tokens:,} tokens in {len(rows):,} rows, "
-                                    f"{lengths.how}")
+        estimate["notes"].insert(0, note)
         estimates.append(estimate)
-    summary = lengths_summary(rows, data, request.seq_len)
     summary.update(counted=lengths.counted, how=lengths.how, prompt_format=lengths.prompt_format,
                    tokens=lengths.tokens, dataset=request.dataset)
     for estimate in estimates:  # what the plan page's length histogram reads (templates/partials/length_histogram.html)
