@@ -55,9 +55,9 @@ def test_launch_from_a_row_opens_a_filled_job_form(page: Page) -> None:
 def test_make_it_fit_and_exact(page: Page) -> None:
     page.goto("/plan")
     page.get_by_label("Make it fit:").select_option("full")
-    page.locator("#fit_gpu").select_option("H100 80GB")
+    page.locator("#fit_gpu").select_option("RTX 4090")
     page.get_by_role("button", name="Make it fit").click()
-    expect(page.locator("#fit-box [role=alert]")).to_contain_text("full needs")  # 8B full FT at 2048: not on 80 GB
+    expect(page.locator("#fit-box [role=alert]")).to_contain_text("GiB over")  # 8B full FT at 2048: not on 24 GB
     page.get_by_label("Make it fit:").select_option("lora")
     page.locator("#fit_gpu").select_option("RTX 4090")
     page.get_by_role("button", name="Make it fit").click()
@@ -72,3 +72,30 @@ def test_make_it_fit_and_exact(page: Page) -> None:
     expect(page.locator("#exact-progress")).to_be_visible()  # progress while the worker traces
     expect(page.locator('#plan-meta[data-mode="traced"]')).to_be_visible(timeout=90_000)
     expect(page.locator("#plan-results tbody tr")).to_have_count(9)
+
+
+def test_dataset_tokens_hub_errors_and_saved_plans_swap_into_their_places(page: Page) -> None:
+    """Issue 14, findings 8 and 9, as only a browser shows them: the table's answer updates the Tokens
+    field (the dataset's count, disabled) and the hub field's error out of band; Save lists the plan."""
+    page.goto("/plan")
+    with page.expect_response(lambda r: r.url.endswith("/plan/table")):
+        page.get_by_label("Architecture").select_option("demo")
+    page.get_by_label("Sequence length").fill("256")  # the demo dataset's prompts are 72+ tokens
+    with page.expect_response(lambda r: r.url.endswith("/plan/table") and r.status == 200):
+        page.get_by_label("Or measure a dataset").select_option("demo")
+    tokens = page.locator("#dataset_tokens")
+    expect(tokens).to_be_disabled()
+    assert tokens.input_value() not in ("", "10000000")
+    hub = page.get_by_label("Or a Hugging Face Hub id")
+    hub.fill("example-org/not-a-real-model")
+    with page.expect_response(lambda r: r.url.endswith("/plan/table") and r.status == 422):
+        hub.dispatch_event("change")
+    expect(page.locator("#hub_model-error")).to_contain_text("unknown model 'example-org/not-a-real-model'")
+    hub.fill("")
+    with page.expect_response(lambda r: r.url.endswith("/plan/table") and r.status == 200):
+        hub.dispatch_event("change")
+    expect(page.locator("#hub_model-error")).to_be_empty()
+    with page.expect_response(lambda r: r.url.endswith("/plan/save") and r.status == 200):
+        page.get_by_role("button", name="Save plan").click()
+    plan_id = page.locator("#plan-link").get_attribute("href")
+    expect(page.locator(f'#recent-plans a[href="{plan_id}"]')).to_be_visible()

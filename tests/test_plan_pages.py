@@ -61,12 +61,12 @@ def test_non_admin_sees_the_catalog_but_cannot_edit(stack: Stack, dave: str) -> 
         assert gpu["price_per_hour"] != 0.01
 
 
-def test_page_plans_are_stored_and_reopen(stack: Stack, dave: str) -> None:
+def test_page_plans_are_stored_on_save_and_reopen(stack: Stack, dave: str) -> None:
     with stack.client(token=dave) as user:
-        table = user.post("/plan/table", data={"model": "qwen2.5-7b", "seq_len": "1536", "batch_size": "2",
-                                               "gpus": ["L40S"], "dataset_tokens": "5000000"})
+        table = user.post("/plan/save", data={"model": "qwen2.5-7b", "seq_len": "1536", "batch_size": "2",
+                                              "gpus": ["L40S"], "dataset_tokens": "5000000"})
         assert table.status_code == 200
-        plan_id = re.search(r'href="/plan\?plan=([0-9a-f]+)"', table.text).group(1)  # type: ignore[union-attr]
+        plan_id = re.search(r'id="plan-link" href="/plan\?plan=([0-9a-f]+)"', table.text).group(1)  # type: ignore[union-attr]
         stored = user.get(f"/api/v1/plans/{plan_id}").json()
         assert stored["request"]["model"] == "qwen2.5-7b" and stored["request"]["seq_len"] == 1536
         reopened = user.get(f"/plan?plan={plan_id}")
@@ -82,7 +82,8 @@ def test_job_stores_its_plan_and_shows_it_against_the_run(client: httpx.Client) 
     assert created.status_code == 201, created.text
     job = created.json()
     plan = job["plan"]
-    assert plan["method"] == "lora" and plan["precision"] == "fp32" and plan["tokens_per_step"] == 4 * 128
+    assert plan["method"] == "lora" and plan["precision"] == "fp32"
+    assert 0 < plan["tokens_per_step"] <= 4 * 128  # the dataset's real tokens per step (rows are shorter than 128)
     assert plan["tensor_peak_bytes"] > 0 and plan["flops_per_step"] > 0 and job["measured"] is None
     events = read_events(client, job["id"])
     assert events[-1]["data"]["status"] == "succeeded", events[-5:]
