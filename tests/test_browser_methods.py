@@ -1,9 +1,11 @@
 """Issue 3 in a real headless Chromium: the Method field offers all nine methods, each shows
 its own options and hides the others', and a QLoRA job launched from the form ends with its
-options, trainable parameters and one download link per artifact on the job page."""
+options, trainable parameters and one download link per artifact on the job page. Issue 14,
+acceptance 3: Launch on every plan row opens a form whose live estimate is the row's peak."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -13,7 +15,8 @@ from tests.helpers.browser import TIMEOUT_MS, fill_job_form
 
 pytestmark = pytest.mark.browser
 
-# One option only each method has (or only its family has), as the form names its inputs.
+# One option only each method has (or only its family has), as the form names its inputs; full's only
+# option, optimizer, is every method's but GaLore's (which steps with its own GaLoreAdamW).
 OWN_OPTION = {
     "full": "optimizer", "freeze": "trainable_layers", "lora": "use_rslora", "dora": "use_rslora",
     "qlora": "quant_type", "galore": "update_proj_gap", "adapters": "reduction_factor",
@@ -62,3 +65,36 @@ def test_a_qlora_job_from_the_form_shows_its_options_parameters_and_both_downloa
     expect(summary).to_contain_text(re.compile(r"Trainable parameters\s*[\d,]+ of [\d,]+ \(\d+\.\d\d%\)"))
     expect(page.get_by_role("link", name="Download adapter")).to_be_visible(timeout=30_000)
     expect(page.get_by_role("link", name="Download merged")).to_be_visible()
+
+
+# A plan on the demo model and dataset with every setting away from its default, as the plan page's address.
+PLAN = {"model": "demo", "dataset": "demo", "seq_len": "96", "batch_size": "2", "gradient_accumulation": "3",
+        "gradient_checkpointing": "on", "precision": "mixed", "optimizer": "sgd"}
+
+
+def test_launch_on_every_plan_row_opens_a_form_whose_live_estimate_is_the_rows_peak(page: Page) -> None:
+    plan = "/plan?" + urlencode(PLAN)
+    page.goto(plan)
+    expect(page.locator("#plan-results tbody tr")).to_have_count(9)
+    peaks = {m: page.locator(f'tr[data-method="{m}"] .peak').get_attribute("data-bytes") for m in METHOD_OPTIONS}
+    for index, (method, peak) in enumerate(peaks.items()):
+        if index:
+            page.goto(plan)
+        page.locator(f'a[data-launch="{method}"]').click()
+        page.wait_for_url(re.compile(r".*/jobs/new\?.*"))
+        expect(page.get_by_label("Method", exact=True)).to_have_value(method)
+        expect(page.locator("#estimate-peak")).to_have_attribute("data-bytes", peak or "")
+        expect(page.locator("#estimate-workers")).to_contain_text("CPU-only")  # the stack's worker has no GPU
+        if method != "prefix":  # prefix cannot checkpoint: its row was estimated without, and so is its form
+            expect(page.locator("#gradient_checkpointing")).to_be_checked()
+    # The estimate is live: a change in the form re-estimates it without a reload, an invalid value says why.
+    batch = page.get_by_label("Batch size")
+    with page.expect_response(lambda r: "/jobs/new/estimate" in r.url and r.status == 200):
+        batch.fill("4")
+        batch.dispatch_event("change")
+    expect(page.locator("#estimate-peak")).not_to_have_attribute("data-bytes", peaks["prompt"] or "")
+    with page.expect_response(lambda r: "/jobs/new/estimate" in r.url):
+        batch.fill("0")
+        batch.dispatch_event("change")
+    expect(page.locator('#estimate-errors li[data-field="batch_size"]')).to_be_visible()
+    expect(page.locator("#estimate-peak")).to_have_count(0)
