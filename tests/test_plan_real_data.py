@@ -207,3 +207,31 @@ def test_a_first_count_slower_than_the_plans_wait_shows_the_estimate_and_finishe
     later = dataset_lengths(path, "demo")
     assert later.counted and len(later.rows) == 3000
     assert dataset_lengths(path, "demo", wait=0) is later  # cached: instant from now on
+
+
+def test_a_traced_plan_on_a_dataset_traces_the_widest_micro_batch_and_keeps_the_trainers_steps(
+        api: LocalApi) -> None:
+    """Consistent modes: "Exact" on a dataset traces the trainer's widest micro-batch (not seq_len) and
+    shows the same steps as the instant row (the planning worker's own code, in-process)."""
+    from app.planner.catalog import load_catalog
+    from app.planner.real_data import traced_on_rows, traced_request
+    from app.planner.service import build_setup, plan, resolve_architecture
+    from app.schemas.plan import PlanRequest
+    from worker.plan_task import traced_plan
+
+    dataset = _upload(api.client, _mixed_rows(200))
+    path = api.data_dir / "datasets" / f"{dataset}.jsonl"
+    catalog = load_catalog()
+    request = PlanRequest(model="demo", methods=["lora"], dataset=dataset, seq_len=512, batch_size=8, gpus=["L4"])
+    instant = plan(request, catalog, lambda _id, _arch: path)
+    payload = {**request.model_dump(mode="json"), "dataset": None, "dataset_tokens": instant["dataset_tokens"],
+               "mode": "traced"}
+    traced = traced_plan(traced_request(payload, instant["dataset_lengths"]), catalog)["estimates"]
+    arch = resolve_architecture(request, catalog)
+    out = traced_on_rows(traced, instant["estimates"], arch, {"lora": build_setup(request, "lora", arch)},
+                         instant["dataset_lengths"], [catalog.gpu("L4")], catalog.runtime)[0]
+    mine = instant["estimates"][0]
+    assert out["steps"] == mine["steps"] == 25
+    tensors = out["peak_bytes"] - out["breakdown"]["runtime_overhead"]
+    assert tensors == pytest.approx(mine["peak_bytes"] - mine["breakdown"]["runtime_overhead"], rel=0.05)
+    assert out["flops_per_step"] == pytest.approx(mine["flops_per_step"], rel=0.05)

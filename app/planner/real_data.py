@@ -157,3 +157,31 @@ def shape_and_summary(rows: tuple[RowLength, ...], setup: TrainingSetup, batchin
         _shapes.clear()
     _shapes[key] = (rows, data, summary)
     return data, dict(summary)
+
+
+def traced_request(payload: dict[str, Any], lengths: dict[str, Any] | None) -> dict[str, Any]:
+    """The request the planning queue traces: on a dataset, its widest micro-batch instead of seq_len."""
+    if lengths:  # (the API's own floor of 8 positions for a dataset of tiny rows)
+        payload = {**payload, "seq_len": max(8, lengths["peak_width"]), "batch_size": lengths["peak_rows"]}
+    return payload
+
+
+def traced_on_rows(traced: list[dict[str, Any]], instant: list[dict[str, Any]], arch: Architecture,
+                   setups: dict[str, TrainingSetup], widths: dict[str, Any], gpus: list[GpuSpec],
+                   runtime: Runtime) -> list[dict[str, Any]]:
+    """Traced estimates of the widest micro-batch, given the run's real steps and time: the instant
+    real-batch FLOPs scaled by the trace's own FLOPs over the instant ones at that same batch."""
+    by_method = {e["method"]: e for e in instant}
+    for estimate in traced:
+        method = estimate["method"]
+        setup, mine = setups[method], by_method.get(method)
+        if mine is None:
+            continue
+        widest = dataclasses.replace(setup, seq_len=max(8, widths["peak_width"]), batch_size=widths["peak_rows"])
+        at_widest = flops_per_micro_batch(arch, widest) * setup.gradient_accumulation
+        step_flops = mine["flops_per_step"] * (estimate["flops_per_step"] / at_widest if at_widest else 1.0)
+        estimate.update(flops_per_step=int(step_flops), steps=mine["steps"], dataset_lengths=widths,
+                        gpus=gpu_rows(method, estimate["peak_bytes"], step_flops, mine["steps"], gpus, runtime))
+        estimate["notes"] = [n for n in estimate["notes"] if not n.endswith("optimizer steps")] + [
+            n for n in mine["notes"] if n.startswith(("dataset ", "peak at the widest", "time from the real"))]
+    return traced

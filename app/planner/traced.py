@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from app.planner.architecture import Architecture
 from app.planner.db_catalog import DbCatalog
 from app.planner.estimate import badges
-from app.planner.service import PlanError, plan
+from app.planner.real_data import traced_on_rows, traced_request
+from app.planner.service import PlanError, build_setup, plan, resolve_architecture, resolve_gpus
 from app.queue import PLAN_TRACE_TASK, PLANNING_QUEUE, celery_client
 from app.schemas.plan import PlanRequest
 
@@ -48,11 +49,21 @@ async def compute_plan(body: PlanRequest, redis: Any, catalog: DbCatalog,
     if body.mode == "traced":
         instant = {e["method"]: e for e in answer["estimates"]}
         answer["estimates"] = await traced_estimates(redis, body, answer)
+        if answer.get("dataset_lengths"):  # the run's real steps and time (app.planner.real_data)
+            answer["estimates"] = await run_in_threadpool(_on_rows, body, catalog, answer, list(instant.values()))
         for estimate in answer["estimates"]:  # what a row assumed and could not honour: the request's, not the trace's
             for key in ("not_applied", "recipe"):
                 estimate.setdefault(key, instant.get(estimate["method"], {}).get(key))
         answer["badges"] = badges(answer["estimates"])
     return answer
+
+
+def _on_rows(body: PlanRequest, catalog: DbCatalog, answer: dict[str, Any], instant: list[dict[str, Any]]
+             ) -> list[dict[str, Any]]:
+    arch = resolve_architecture(body, catalog)
+    setups = {m: build_setup(body, m, arch) for m in body.methods}
+    return traced_on_rows(answer["estimates"], instant, arch, setups, answer["dataset_lengths"],
+                          resolve_gpus(body, catalog), catalog.runtime)
 
 
 async def planning_worker_free(redis: Any) -> None:
@@ -85,6 +96,7 @@ async def traced_estimates(redis: Any, body: PlanRequest, instant: dict[str, Any
     payload = body.model_dump(mode="json")
     payload["dataset_tokens"] = instant["dataset_tokens"]
     payload["dataset"] = None
+    payload = traced_request(payload, instant.get("dataset_lengths"))  # a dataset: its widest micro-batch
     key = TRACE_KEY.format(hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32])
     cached = await redis.get(key)
     if cached is None:
