@@ -22,9 +22,12 @@ from app.datasets.seq_len_check import seq_len_refusal
 from app.jobs.crud import FieldError, check_against_model, check_combination, resolve_prompt_format
 from app.models import Dataset
 from app.planner.db_catalog import DbCatalog
+from app.planner.estimate import RunLength, instant_estimate
 from app.planner.job_plan import job_plan
 from app.planner.launch_link import HUB_URL
 from app.planner.plan_view import gib
+from app.planner.service import PlanError, build_setup, resolve_architecture
+from app.schemas.plan import PlanRequest
 from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
 from app.web.templating import templates
 from app.workers import live_workers
@@ -58,6 +61,23 @@ def _catalog_twin(session: Any, model: str) -> str | None:
     return None
 
 
+def padded_peak(session: Any, body: Any, precision: str) -> int | None:
+    """The peak with every row padded to seq_len: what the plan page shows when it plans without a dataset,
+    so that a row's figure and the form's (on the dataset's real rows) can be told apart on sight."""
+    hp = body.hyperparameters
+    try:
+        request = PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
+                              gradient_accumulation=hp.gradient_accumulation,
+                              gradient_checkpointing=hp.gradient_checkpointing, precision=precision,
+                              method_config={body.method: body.method_config.model_dump(mode="json")})
+        catalog = DbCatalog(session)
+        arch = resolve_architecture(request, catalog)
+        estimate = instant_estimate(arch, build_setup(request, body.method, arch), [], catalog.runtime, RunLength())
+    except PlanError:
+        return None
+    return int(estimate["peak_bytes"])
+
+
 def _worker_gpus(workers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """The GPUs the live workers advertise (name, memory), one entry per kind of card."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
@@ -89,6 +109,9 @@ def estimate_context(session: Any, user: Any, form: dict[str, str],
     plan = job_plan(session, planned, on_gpu=on_gpu)
     context["plan"] = plan
     if "peak_bytes" in plan:
+        if plan.get("dataset_lengths") and (padded := padded_peak(session, planned, plan["precision"])) is not None \
+                and padded != plan["peak_bytes"]:
+            context["padded_peak"] = gib(padded)
         margin = DbCatalog(session).runtime.fit_margin
         context.update(peak=gib(plan["peak_bytes"]), margin=margin, worker_fits=[
             {**g, "fits": plan["peak_bytes"] <= g["memory_bytes"] * (1 - margin)} for g in context["worker_gpus"]])
