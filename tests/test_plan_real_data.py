@@ -192,6 +192,15 @@ def test_plan_against_run_gives_each_gpu_its_own_tokens_per_second(api: LocalApi
         speed = gpu.bf16_tflops * 1e12 * gpu.utilisation.get("lora", 0.3)
         assert rates[name] == pytest.approx(plan["tokens_per_step"] * speed / plan["flops_per_step"], rel=2e-3), name
     assert rates["A10G"] != 1_024_000 and rates["L4"] > 0 and rates["RTX 4090"] > rates["L4"]
+    from types import SimpleNamespace
+
+    from app.web.plan_pages import templates  # registers the page's filters
+
+    job = SimpleNamespace(id="j", plan=plan, summary={}, metrics={}, peak_memory_bytes=None, queue="cpu")
+    html = templates.get_template("_job_plan.html").render(job=job, measured=None)
+    first = plan["gpus"][0]  # the page lists the first three
+    shown = float(f"{first['tokens_per_second'] / 1e6:.3g}")  # three significant figures, in millions
+    assert f'data-gpu-rate="{first["name"]}">{first["name"]}: {shown:g} M tokens/s' in html, html
 
 
 def test_a_first_count_slower_than_the_plans_wait_shows_the_estimate_and_finishes_behind(

@@ -1,7 +1,8 @@
 """Issue 4, acceptance 2: the traced peak of a demo-model step is within ±5% of the peak the PyTorch
 profiler measures while really training that step on the CPU (benchmarks/plan_measured.py prints
 the figures; this keeps them honest in `make test`). QLoRA is left out: its 4-bit layers are emulated
-in the trace."""
+in the trace. Issue 14, acceptance 2: the instant plan made on a dataset's real rows against the
+trainer's widest micro-batch of that dataset, really trained."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from app.planner.setup import TrainingSetup
-
 from benchmarks.plan_measured import METHODS, measure
 
 pytestmark = pytest.mark.unit
