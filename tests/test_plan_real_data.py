@@ -168,7 +168,8 @@ def test_the_plan_page_shows_the_length_histogram_and_what_seq_len_cuts(api: Loc
     lengths = answer["dataset_lengths"]
     assert lengths["truncated"] > 0
     assert 'id="length-histogram"' in page.text
-    assert f'data-truncated="{lengths["truncated"]}"' in page.text and f'data-dropped="{lengths["dropped"]}"' in page.text
+    assert f'data-truncated="{lengths["truncated"]}"' in page.text
+    assert f'data-dropped="{lengths["dropped"]}"' in page.text
     assert page.text.count('class="length-bin') == len(lengths["histogram"])
 
 
@@ -244,3 +245,20 @@ def test_a_traced_plan_on_a_dataset_traces_the_widest_micro_batch_and_keeps_the_
     tensors = out["peak_bytes"] - out["breakdown"]["runtime_overhead"]
     assert tensors == pytest.approx(mine["peak_bytes"] - mine["breakdown"]["runtime_overhead"], rel=0.05)
     assert out["flops_per_step"] == pytest.approx(mine["flops_per_step"], rel=0.05)
+
+
+def test_the_rows_seq_len_drops_and_truncates_are_the_trainers(api: LocalApi) -> None:
+    """What the histogram says seq_len cuts is what the trainer's `load_examples` cuts and drops."""
+    from transformers import AutoTokenizer
+
+    from worker.train.data import encode_rows, load_examples, read_rows
+
+    rows = [{"instruction": "x" * (10 + 7 * i), "input": "", "output": "y" * (5 + 3 * i)} for i in range(30)]
+    dataset = _upload(api.client, rows)
+    lengths = _plan(api.client, dataset=dataset, seq_len=120, batch_size=2)["dataset_lengths"]
+    path = api.data_dir / "datasets" / f"{dataset}.jsonl"
+    tokenizer = AutoTokenizer.from_pretrained(api.data_dir / "models" / "demo")
+    kept, dropped = load_examples(path, tokenizer, 120, "alpaca")
+    full = [len(e.input_ids) for e in encode_rows(read_rows(path), tokenizer, 10**6, "alpaca")]
+    assert 0 < dropped == lengths["dropped"] and lengths["training_rows"] == len(kept)
+    assert lengths["truncated"] == sum(n > 120 for n in full) - dropped > 0
