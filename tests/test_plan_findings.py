@@ -50,6 +50,13 @@ def _row(page: str, method: str) -> str:
     return found.group(1)
 
 
+def _first(pattern: str, text: str) -> str:
+    """The first group of `pattern`'s first match in `text` (the test fails when there is none)."""
+    found = re.search(pattern, text, re.S)
+    assert found, f"{pattern!r} not found"
+    return found.group(1)
+
+
 def _text(fragment: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", fragment)))
 
@@ -89,7 +96,7 @@ def test_a_method_that_could_not_honour_checkpointing_is_not_ranked_against_thos
 def test_full_row_names_the_pure_bf16_recipe_it_assumes(client: TestClient) -> None:
     """Finding 4: "bf16 weights" for full FT means bf16 AdamW states, not the usual fp32-master-weight recipe."""
     page = client.post("/plan/table", data={**SHAPE, "gpus": ["H200"]})
-    recipe = _text(re.search(r'data-recipe="[^"]*">(.*?)</', _row(page.text, "full"), re.S).group(1))  # type: ignore[union-attr]
+    recipe = _text(_first(r'data-recipe="[^"]*">(.*?)</', _row(page.text, "full")))
     assert "pure bf16" in recipe and "no fp32 master weights" in recipe
     api = client.post("/api/v1/plan", json={"model": "llama-3.1-8b", "methods": ["full", "lora"]}).json()
     assert "pure bf16" in api["estimates"][0]["recipe"] and "pure bf16" not in api["estimates"][1]["recipe"]
@@ -101,14 +108,15 @@ def test_full_freeze_and_galore_rows_replan_with_mixed_precision_in_one_click(cl
     for method in ("full", "freeze", "galore"):
         assert 'data-replan="mixed"' in _row(page.text, method), method
     assert 'data-replan="mixed"' not in _row(page.text, "lora")
-    href = html.unescape(re.search(r'data-replan="mixed" href="([^"]+)"', _row(page.text, "full")).group(1))  # type: ignore[union-attr]
+    href = html.unescape(_first(r'data-replan="mixed" href="([^"]+)"', _row(page.text, "full")))
     query = parse_qs(urlsplit(href).query)
-    assert query["precision"] == ["mixed"] and query["seq_len"] == ["2048"] and query["gradient_checkpointing"] == ["on"]
+    assert query["precision"] == ["mixed"]
+    assert query["seq_len"] == ["2048"] and query["gradient_checkpointing"] == ["on"]  # every other input kept
     mixed = client.get(href)
     assert mixed.status_code == 200 and '<option value="mixed" selected>' in mixed.text
     assert "fp32 master weights" in _text(_row(mixed.text, "full"))
-    bf16_peak = int(re.search(r'data-bytes="(\d+)"', _row(page.text, "full")).group(1))  # type: ignore[union-attr]
-    assert int(re.search(r'data-bytes="(\d+)"', _row(mixed.text, "full")).group(1)) > bf16_peak  # type: ignore[union-attr]
+    bf16_peak = int(_first(r'data-bytes="(\d+)"', _row(page.text, "full")))
+    assert int(_first(r'data-bytes="(\d+)"', _row(mixed.text, "full"))) > bf16_peak  # fp32 weights and states
 
 
 # Finding 6: "Make it fit" keeps the sequences per step, tries 8-bit optimisers, says what is missing.
@@ -167,8 +175,7 @@ def test_hub_id_beside_a_catalog_model_gets_the_api_s_422_at_its_field(client: T
     message = api.json()["detail"][0]["msg"]
     page = client.post("/plan/table", data={**SHAPE, "hub_model": hub_id})
     assert page.status_code == 422
-    at_field = re.search(r'id="hub_model-error"[^>]*>(.*?)</', page.text, re.S)
-    assert at_field and html.unescape(at_field.group(1)).strip() == message
+    assert html.unescape(_first(r'id="hub_model-error"[^>]*>(.*?)</', page.text)).strip() == message
     assert 'data-field="hub_model"' in page.text
 
 
@@ -185,10 +192,10 @@ def test_dataset_mode_shows_the_counted_tokens_in_the_tokens_field(app: RouterAp
     fragment = app.client.post("/plan/table", data={"model": "demo", "seq_len": "64", "dataset": dataset.id,
                                                     "dataset_tokens": "10000000"})
     assert fragment.status_code == 200, fragment.text
-    field = re.search(r'<input id="dataset_tokens"[^>]*>', fragment.text).group(0)  # type: ignore[union-attr]
+    field = _first(r'(<input id="dataset_tokens"[^>]*>)', fragment.text)
     assert 'hx-swap-oob="true"' in field and f'value="{counted}"' in field and "disabled" in field
     page = app.client.get("/plan", params={"model": "demo", "seq_len": "64", "dataset": dataset.id})
-    field = re.search(r'<input id="dataset_tokens"[^>]*>', page.text).group(0)  # type: ignore[union-attr]
+    field = _first(r'(<input id="dataset_tokens"[^>]*>)', page.text)
     assert f'value="{counted}"' in field and "disabled" in field and "10000000" not in field
 
 
@@ -206,7 +213,7 @@ def test_save_stores_the_plan_on_the_page_once(app: RouterApp) -> None:
     """Finding 9: Save stores the plan shown; saving the same request again updates that plan's time."""
     first = app.client.post("/plan/save", data={**SHAPE, "gpus": ["L4"]})
     assert first.status_code == 200
-    plan_id = re.search(r'id="plan-link" href="/plan\?plan=([0-9a-f]+)"', first.text).group(1)  # type: ignore[union-attr]
+    plan_id = _first(r'id="plan-link" href="/plan\?plan=([0-9a-f]+)"', first.text)
     before = _plans(app)[0].created_at
     again = app.client.post("/plan/save", data={**SHAPE, "gpus": ["L4"]})
     assert f'/plan?plan={plan_id}"' in again.text
@@ -216,8 +223,8 @@ def test_save_stores_the_plan_on_the_page_once(app: RouterApp) -> None:
 
 def test_the_api_stores_an_identical_request_once_with_the_newest_time(app: RouterApp) -> None:
     """Finding 9: A, B, A through the API is two plans, A the newest (not three rows)."""
-    ids = [app.client.post("/api/v1/plan", json={"model": "llama-3.1-8b", "methods": ["lora"], "seq_len": s}).json()["id"]
-           for s in (512, 1024, 512)]
+    body = {"model": "llama-3.1-8b", "methods": ["lora"]}
+    ids = [app.client.post("/api/v1/plan", json={**body, "seq_len": s}).json()["id"] for s in (512, 1024, 512)]
     assert ids[0] == ids[2] != ids[1]
     listed = app.client.get("/api/v1/plans").json()
     assert listed["count"] == 2 and [p["id"] for p in listed["data"]] == [ids[0], ids[1]]
@@ -237,7 +244,7 @@ def test_an_admin_s_recent_plans_are_their_own_and_all_users_is_a_separate_view(
     mine = app.client.post("/api/v1/plan", json={"model": "demo", "methods": ["lora"], "seq_len": 64}).json()["id"]
     assert [p["id"] for p in app.client.get("/api/v1/plans").json()["data"]] == [mine]
     page = app.client.get("/plan").text
-    recent = re.search(r'<ul id="recent-plans">(.*?)</ul>', page, re.S).group(1)  # type: ignore[union-attr]
+    recent = _first(r'<ul id="recent-plans">(.*?)</ul>', page)
     assert "someone else" not in recent and f"/plan?plan={mine}" in recent
     everyone = app.client.get("/api/v1/plans", params={"all_users": "true"}).json()["data"]
     assert {p["owner_id"] for p in everyone} == {app.user.id, other_id}

@@ -153,7 +153,8 @@ def _longest_seq_len(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, run
     budget = usable_bytes(gpu, runtime)
 
     def fits(seq_len: int) -> bool:
-        return _peak(arch, dataclasses.replace(_leanest(arch, setup, target, runtime), seq_len=seq_len), runtime) <= budget
+        lean = dataclasses.replace(_leanest(arch, setup, target, runtime), seq_len=seq_len)
+        return _peak(arch, lean, runtime) <= budget
 
     step = SEQ_STEP if setup.seq_len > SEQ_STEP else 8
     low, high = 1, (setup.seq_len - 1) // step  # in steps
@@ -207,7 +208,8 @@ def _no_fit_reason(arch: Architecture, asked: TrainingSetup, lean: TrainingSetup
                and _peak(arch, _leanest(arch, o, target, runtime), runtime) <= usable]
     parts.append(f"Methods that fit {gpu.name} at these settings: {', '.join(fitting)}." if fitting else
                  f"No other method fits {gpu.name} at these settings either." if others else "")
-    larger = sorted((g for g in gpus if usable_bytes(g, runtime) >= peak), key=lambda g: (g.memory_bytes, g.price_per_hour))
+    larger = sorted((g for g in gpus if usable_bytes(g, runtime) >= peak),
+                    key=lambda g: (g.memory_bytes, g.price_per_hour))
     if larger:
         parts.append(f"The smallest GPU in the catalog it fits: {larger[0].name} "
                      f"({larger[0].memory_bytes / 2**30:.0f} GiB).")

@@ -31,8 +31,9 @@ from app.planner.db_catalog import DbCatalog, save_gpu, save_model
 from app.planner.fit import fit_request
 from app.planner.job_plan import achieved_tflops, job_measured
 from app.planner import plan_view
-from app.planner.plan_view import (PLAN_DEFAULTS, form_errors, launch_links, page_link, plan_request_from_form, table_context,
-                                   tokens_field)
+from app.planner.plan_view import (
+    PLAN_DEFAULTS, form_errors, launch_links, page_link, plan_request_from_form, table_context, tokens_field,
+)
 from app.planner.records import list_plans, owner_emails, store_plan
 from app.planner.service import PlanError
 from app.planner.traced import TokenCounter, TraceUnavailable, compute_plan
@@ -71,7 +72,8 @@ def _values(source: QueryParams | FormData | dict[str, Any]) -> dict[str, Any]:
 
 def _at_fields(errors: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
     """A refused model typed as a hub id is that field's error (the API's message at `model`, word for word)."""
-    if plan_view._text(values.get("hub_model")) and not plan_view._text(values.get("config_json")) and "model" in errors:
+    typed_hub_id = plan_view._text(values.get("hub_model")) and not plan_view._text(values.get("config_json"))
+    if typed_hub_id and "model" in errors:
         errors = {("hub_model" if key == "model" else key): message for key, message in errors.items()}
     return errors
 
