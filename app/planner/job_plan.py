@@ -26,7 +26,7 @@ from app.schemas.plan import PlanRequest
 CPU_TRAINER_PRECISION = "fp32"  # worker/methods default_load: the CPU trainer loads the base in float32
 
 
-def _job_data(session: Session, body: Any, setup: TrainingSetup, arch: Architecture
+def _job_data(session: Session, body: Any, setup: TrainingSetup, arch: Architecture, wait: float | None
               ) -> tuple[DataShape, dict[str, Any]] | None:
     """The job's dataset as the trainer will batch it (None when its rows cannot be read here)."""
     from app import storage
@@ -37,7 +37,8 @@ def _job_data(session: Session, body: Any, setup: TrainingSetup, arch: Architect
     if row is None:
         return None
     hp = body.hyperparameters
-    lengths = dataset_lengths(storage.absolute(row.path), body.model, hp.prompt_format, bytes_per_token(arch))
+    lengths = dataset_lengths(storage.absolute(row.path), body.model, hp.prompt_format, bytes_per_token(arch),
+                              wait=wait)
     try:
         data, summary = shape_and_summary(lengths.rows, setup, hp.batching or DEFAULT_BATCHING, hp.epochs,
                                           hp.max_steps, hp.eval_fraction, hp.eval_count)
@@ -52,13 +53,15 @@ def _three_figures(value: float) -> float:
     return float(f"{value:.3g}")
 
 
-def job_plan(session: Session, body: Any, on_gpu: bool = False) -> dict[str, Any]:
+def job_plan(session: Session, body: Any, on_gpu: bool = False, wait: float | None = None) -> dict[str, Any]:
     """The instant estimate for a job body (`MethodJobCreate`), as stored in `Job.plan`.
 
     On the job's own dataset: the peak at the widest micro-batch the trainer makes of it, the FLOPs
     of its average step, the trainer's step count (app.planner.real_data). Its options were already
     checked against the model (`app.methods.check_against`), so what is left to fail here is an
-    architecture the planner cannot read; the reason is stored."""
+    architecture the planner cannot read; the reason is stored. `wait`: at most that many seconds for
+    a first count of the dataset's tokens (None, at submission: as long as it takes; a live form passes
+    about a second and gets the estimate, labelled, until the count is cached)."""
     hp = body.hyperparameters
     precision = getattr(hp, "precision", None) or ("bf16" if on_gpu else CPU_TRAINER_PRECISION)
     try:
@@ -70,7 +73,7 @@ def job_plan(session: Session, body: Any, on_gpu: bool = False) -> dict[str, Any
         arch = resolve_architecture(request, catalog)
         setup = build_setup(request, body.method, arch)
         gpus = catalog.gpus()
-        found = _job_data(session, body, setup, arch)
+        found = _job_data(session, body, setup, arch, wait)
         if found is not None:
             estimate = real_data_estimate(arch, setup, found[0], gpus, catalog.runtime)
         else:
