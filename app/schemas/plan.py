@@ -71,6 +71,27 @@ class FitRequest(PlanRequest):
                                                            "(that changes what trains, so only on request)")
 
 
+class FitResponse(BaseModel):
+    """Make it fit's answer: the configuration chosen (or the leanest one tried) and what it changed."""
+
+    method: str
+    gpu: str
+    fits: bool
+    batch_size: int
+    gradient_accumulation: int
+    gradient_checkpointing: bool
+    optimizer: str
+    seq_len: int
+    max_batch_size: int = Field(description="The largest micro-batch that fits this choice at any accumulation")
+    peak_bytes: int
+    usable_bytes: int = Field(description="The GPU's memory less the fit margin")
+    over_bytes: int = Field(description="How far the leanest configuration misses (0 when it fits)")
+    seconds_per_step: float
+    cost_per_step: float
+    changes: list[str] = Field(description="What differs from the request, in words")
+    reason: str = Field(description="When nothing fits: by how much, with what, and what would fit instead")
+
+
 class GpuEstimate(BaseModel):
     name: str
     fits: bool

@@ -11,7 +11,7 @@ from app.planner.fit import fit_request
 from app.planner.records import store_plan
 from app.planner.service import PlanError, catalog_listing
 from app.planner.traced import TraceUnavailable, compute_plan
-from app.schemas.plan import FitRequest, PlanRequest, PlanResponse
+from app.schemas.plan import FitRequest, FitResponse, PlanRequest, PlanResponse
 
 router = APIRouter(prefix="/plan", tags=["plan"])
 
@@ -40,7 +40,7 @@ async def post_plan(body: PlanRequest, request: Request, catalog: CatalogDep, da
     return {**answer, "id": record.id}
 
 
-@router.post("/fit")
+@router.post("/fit", response_model=FitResponse)
 def post_fit(body: FitRequest, catalog: CatalogDep) -> dict[str, Any]:
     """Make it fit: the same sequences per step, split, stepped and checkpointed to fit one GPU."""
     try:
