@@ -97,8 +97,8 @@ def method_notes(arch: Architecture, setup: TrainingSetup, memory: MemoryEstimat
         notes.append(f"{spec.label.lower()} cannot use gradient checkpointing: estimated without it "
                      f"({spec.no_checkpointing})")
     if spec.quantized_base:
-        notes.append(f"the 4-bit base computes in {setup.options_dict['compute_dtype']} "
-                     "(method_config.compute_dtype); embeddings, norms and the output layer are fp32 after prepare_model_for_kbit_training")
+        from app.planner.setup import qlora_note  # the QLoRA line (its owner: app/planner/setup.py)
+        notes.append(qlora_note(setup))
     if spec.peft:
         notes.append("peft keeps adapter weights, gradients and optimiser states in fp32")
     if arch.family == "gemma2":

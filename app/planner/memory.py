@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.planner.activations import FP32, IDS, MASK, LayerPlan, Numerics, Saved, layer_saved, norm_saved
+from app.methods.qlora import autocast_for
 from app.planner.loss_memory import LOSS_BWD, loss_rows, targets_only_loss, targets_only_loss_bytes
 from app.planner.architecture import Architecture
 from app.planner.optimizer_memory import optimizer_memory
@@ -63,7 +64,7 @@ class MemoryEstimate:
 def numerics(setup: TrainingSetup) -> Numerics:
     """Dtypes of what a layer makes under this precision (QLoRA: fp32 outside its 4-bit linears)."""
     if setup.spec.quantized_base:
-        bf16 = setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"}
+        bf16 = autocast_for(setup.options_dict, setup.precision) is not None  # default: the precision's
         low = 2 if bf16 else 4
         return Numerics(linear=4, attn=low, resid=4, head=low, lora_in=low, lora_cast=False,
                         autocast=False, autocast_peft=bf16)
@@ -154,9 +155,9 @@ def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: lis
         total = saved.token * tokens + saved.weight
         layer.append(total)
         flows.append(total > 0)
-        # Checkpointing keeps a layer's input (for the recompute) instead of its activations.
-        # (Every checkpointed layer holds its input, even one through which no gradient flows.)
-        kept.append(num.resid * arch.hidden_size * tokens if setup.uses_checkpointing else total)
+        # Checkpointing keeps a layer's input (for the recompute) instead of its activations; a layer
+        # through which no gradient flows (below freeze's first trainable layer) keeps nothing either way.
+        kept.append(num.resid * arch.hidden_size * tokens if setup.uses_checkpointing and total > 0 else total)
         grad = grad or out_grad
     trains_head = head_trains(arch, setup)
     full_logits = not targets_only_loss(arch, setup)

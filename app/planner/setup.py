@@ -79,3 +79,18 @@ class TrainingSetup:
         if not self.spec.low_rank_gradients:
             return []
         return resolve_targets(self.options_dict["target_modules"])
+
+
+def qlora_note(setup: TrainingSetup) -> str:
+    """What QLoRA's 4-bit base computes in and why (the default follows the precision), for the plan's notes."""
+    from app.methods.qlora import autocast_for, compute_dtype_for
+
+    dtype = compute_dtype_for(setup.options_dict, setup.precision)
+    why = ("method_config.compute_dtype" if setup.options_dict.get("compute_dtype")
+           else f"the default for precision {setup.precision}")
+    if autocast_for(setup.options_dict, setup.precision):
+        how = f"the step runs under {dtype} autocast, whose speed the time assumes"
+    else:
+        how = "adapters, attention and the head run in float32, yet the time assumes the GPU's bf16 rate"
+    return (f"the 4-bit base computes in {dtype} ({why}): {how}; embeddings, norms and the output layer are "
+            "fp32 after prepare_model_for_kbit_training")

@@ -71,9 +71,18 @@ def weight_dtype(hyperparameters: Any) -> torch.dtype:
     return WEIGHT_DTYPES[getattr(hyperparameters, "precision", None)]
 
 
-def step_autocast(hyperparameters: Any) -> torch.dtype | None:
-    """The autocast dtype a training step runs under: bfloat16 for `mixed` (fp32 weights), else none."""
-    return torch.bfloat16 if getattr(hyperparameters, "precision", None) == "mixed" else None
+def step_autocast(hyperparameters: Any, options: MethodOptions | None = None) -> torch.dtype | None:
+    """The autocast dtype a training step runs under: bfloat16 for `mixed` (fp32 weights), else none.
+
+    QLoRA (options with `compute_dtype`) also runs under autocast when its compute dtype, by default
+    the precision's, is a half type (`app.methods.qlora.autocast_for`), as the planner prices it."""
+    precision = getattr(hyperparameters, "precision", None)
+    if options is not None and "compute_dtype" in type(options).model_fields:
+        from app.methods.qlora import autocast_for
+
+        half = autocast_for(options, precision)
+        return getattr(torch, half) if half else None
+    return torch.bfloat16 if precision == "mixed" else None
 
 
 def default_load(model_path: str, hyperparameters: Any, options: MethodOptions) -> PreTrainedModel:

@@ -4,7 +4,10 @@ The base is loaded through transformers' `BitsAndBytesConfig(load_in_4bit=True)`
 (NF4 or FP4, optional double quantisation of the scales, the matmul dtype
 the user picked), so every linear layer of the decoder becomes a
 bitsandbytes `Linear4bit`; everything else (embeddings, norms, the head)
-stays float32. `peft.prepare_model_for_kbit_training` then freezes the base,
+stays float32. The matmul dtype defaults to the job's precision's
+(`app.methods.qlora.compute_dtype_for`: bfloat16 for bf16 and mixed, whose
+step then runs under bf16 autocast as the planner prices it; float32 for fp32
+and an unset precision); an explicit `compute_dtype` wins. `peft.prepare_model_for_kbit_training` then freezes the base,
 keeps the non-quantised weights in float32 and turns on gradient
 checkpointing when the job asks for it. LoRA goes on top with `lora.build`.
 
@@ -29,7 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel
 
 from app.methods import parse_options
-from app.methods.qlora import QloraOptions
+from app.methods.qlora import QloraOptions, compute_dtype_for
 from worker.methods import lora
 from worker.methods.lora import merge, save  # noqa: F401 - the same PEFT folder and merge as LoRA
 
@@ -40,22 +43,25 @@ COMPUTE_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def quantization_config(method_config: QloraOptions | Mapping[str, Any]) -> BitsAndBytesConfig:
+def quantization_config(method_config: QloraOptions | Mapping[str, Any],
+                        precision: str | None = None) -> BitsAndBytesConfig:
     """The 4-bit settings of a QLoRA job; loading a base with them reproduces the training-time model.
 
     Takes the options as recorded in a download's `tunedeck_training.json` too: they are
-    validated by the same options model the job was (`app.methods.qlora`)."""
+    validated by the same options model the job was (`app.methods.qlora`). `precision`:
+    the job's `hyperparameters.precision`, which the compute dtype follows unless set."""
     options = parse_options("qlora", method_config)  # type: ignore[arg-type]
     assert isinstance(options, QloraOptions)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=options.quant_type,
         bnb_4bit_use_double_quant=options.double_quant,
-        bnb_4bit_compute_dtype=COMPUTE_DTYPES[options.compute_dtype],
+        bnb_4bit_compute_dtype=COMPUTE_DTYPES[compute_dtype_for(options, precision)],
     )
 
 
-def load_quantized(model_path: str, method_config: QloraOptions | Mapping[str, Any]) -> PreTrainedModel:
+def load_quantized(model_path: str, method_config: QloraOptions | Mapping[str, Any],
+                   precision: str | None = None) -> PreTrainedModel:
     """The base with its decoder linears in 4 bits, the rest float32, on the training device."""
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
     try:
@@ -66,7 +72,7 @@ def load_quantized(model_path: str, method_config: QloraOptions | Mapping[str, A
 
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
-        quantization_config=quantization_config(method_config),
+        quantization_config=quantization_config(method_config, precision),
         dtype=torch.float32,
         device_map={"": device},
         trust_remote_code=remote_code_allowed(model_path),  # only for a model an admin allowed
@@ -97,7 +103,7 @@ def load(model_path: str, hyperparameters: Any, method_config: QloraOptions) -> 
     """Quantise at load, then prepare for k-bit training (gradient checkpointing if the job asks)."""
     from peft import prepare_model_for_kbit_training
 
-    model = load_quantized(model_path, method_config)
+    model = load_quantized(model_path, method_config, getattr(hyperparameters, "precision", None))
     with warnings.catch_warnings():
         # peft calls transformers' deprecated gradient_checkpointing_enable alias; the warning is about peft.
         warnings.filterwarnings("ignore", category=FutureWarning)

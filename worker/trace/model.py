@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.methods.qlora import compute_dtype_for
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
 
@@ -81,7 +82,7 @@ class Fake4bitLinear(nn.Module):
 
 def _quantize_base(model: nn.Module, setup: TrainingSetup, bytes_per_param: float) -> None:
     """Swap every LoRA-wrapped base Linear (and every other decoder Linear) for `Fake4bitLinear`."""
-    compute = COMPUTE_DTYPES[setup.options_dict.get("compute_dtype", "float32")]
+    compute = COMPUTE_DTYPES[compute_dtype_for(setup.options_dict, setup.precision)]
     head = model.get_output_embeddings()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

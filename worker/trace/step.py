@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from app.methods.qlora import autocast_for
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
 from worker.train import loss as worker_loss
@@ -133,7 +134,7 @@ def warm_up(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], setup:
 def uses_autocast(setup: TrainingSetup) -> bool:
     """mixed, and QLoRA computing in bf16/fp16, run the step under autocast (as the HF Trainer's bf16=True)."""
     return setup.precision == "mixed" or (
-        setup.spec.quantized_base and setup.options_dict.get("compute_dtype") in {"bfloat16", "float16"})
+        setup.spec.quantized_base and autocast_for(setup.options_dict, setup.precision) is not None)
 
 
 def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
@@ -155,11 +156,16 @@ def training_step(model: torch.nn.Module, opt: torch.optim.Optimizer, params: li
     opt.zero_grad(set_to_none=True)
 
 
-def trace_step(arch: Architecture, setup: TrainingSetup) -> TraceResult:
-    """Trace one micro-batch's forward and backward and one optimiser step; return the tensor peak."""
+def trace_step(arch: Architecture, setup: TrainingSetup, model: torch.nn.Module | None = None) -> TraceResult:
+    """Trace one micro-batch's forward and backward and one optimiser step; return the tensor peak.
+
+    `model`: a meta model already set up some other way (a test's stock-library reference),
+    instead of the job's own builders; the step, loss and optimiser are the same.
+    """
     started = time.perf_counter()
     dtype = DTYPES[setup.precision]
-    model = apply_method(build_meta_model(arch, dtype), arch, setup, dtype)
+    if model is None:
+        model = apply_method(build_meta_model(arch, dtype), arch, setup, dtype)
     model.train()
     live = LiveBytes()
     notes: list[str] = []

@@ -141,7 +141,8 @@ def train(spec: TrainSpec) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_value, grad_norm, tokens = train_step(model, optimizer, batches, hp.gradient_accumulation,
-                                                   trainable_params, device, step_autocast(hp))
+                                                   trainable_params, device,
+                                                   step_autocast(hp, spec.config.method_config))
         meter.add(loss_value, tokens, time.perf_counter() - started)
 
         last = step == total_steps
