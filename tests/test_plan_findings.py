@@ -96,7 +96,7 @@ def test_a_method_that_could_not_honour_checkpointing_is_not_ranked_against_thos
 def test_full_row_names_the_pure_bf16_recipe_it_assumes(client: TestClient) -> None:
     """Finding 4: "bf16 weights" for full FT means bf16 AdamW states, not the usual fp32-master-weight recipe."""
     page = client.post("/plan/table", data={**SHAPE, "gpus": ["H200"]})
-    recipe = _text(_first(r'data-recipe="[^"]*">(.*?)</', _row(page.text, "full")))
+    recipe = _text(_first(r'data-recipe="[^"]*"[^>]*>(.*?)</', _row(page.text, "full")))
     assert "pure bf16" in recipe and "no fp32 master weights" in recipe
     api = client.post("/api/v1/plan", json={"model": "llama-3.1-8b", "methods": ["full", "lora"]}).json()
     assert "pure bf16" in api["estimates"][0]["recipe"] and "pure bf16" not in api["estimates"][1]["recipe"]

@@ -58,26 +58,36 @@ def not_applied(setup: TrainingSetup) -> list[str]:
     return out
 
 
+def _compute_dtype(setup: TrainingSetup) -> str:
+    """QLoRA's matmul dtype: the option when set, else what the method derives from the precision."""
+    try:
+        from app.methods.qlora import compute_dtype_for  # type: ignore[attr-defined]
+    except ImportError:  # an option that is always set (no precision-following default)
+        return str(setup.options_dict.get("compute_dtype"))
+    return str(compute_dtype_for(setup.options_dict, setup.precision))
+
+
 def precision_recipe(setup: TrainingSetup) -> str:
-    """The dtypes this row assumes, in the words people use for training recipes."""
+    """The dtypes this row assumes, in the words people use for training recipes: "<short>: <detail>"."""
     spec, options = setup.spec, setup.options_dict
     states = OPTIMIZER_LABELS.get(setup.optimizer, setup.optimizer)
     if spec.quantized_base:
-        double = " with double quantisation" if options.get("double_quant") else ""
-        return (f"4-bit {options.get('quant_type', 'nf4')} base{double}, matmuls in {options.get('compute_dtype')}; "
+        double = "double quantisation; " if options.get("double_quant") else ""
+        return (f"4-bit {options.get('quant_type', 'nf4')} base, {_compute_dtype(setup)} matmuls: {double}"
                 f"adapters, their gradients and {states} states in fp32")
     if spec.trains_base or spec.trains_last_layers:
         if setup.precision == "bf16":
-            return (f"pure bf16: weights, gradients and {states} states in bf16, no fp32 master weights "
+            return (f"pure bf16, no fp32 master weights: weights, gradients and {states} states in bf16 "
                     "(not the usual mixed-precision recipe; choose mixed for fp32 master weights)")
         if setup.precision == "mixed":
-            return (f"mixed precision: fp32 master weights, gradients and {states} states, "
+            return (f"mixed precision, fp32 master weights: fp32 weights, gradients and {states} states, "
                     "bf16 autocast compute (the usual recipe)")
-        return f"fp32 weights, gradients, {states} states and compute"
-    trainable = "fp32 (peft's default)" if spec.peft else ("bf16" if setup.precision == "bf16" else "fp32")
-    base = {"bf16": "bf16 frozen base", "mixed": "fp32 frozen base under bf16 autocast",
-            "fp32": "fp32 frozen base"}[setup.precision]
-    return f"{base}; trainable weights, gradients and {states} states in {trainable}"
+        return f"fp32: weights, gradients, {states} states and compute"
+    trainable = "fp32" if spec.peft or setup.precision != "bf16" else "bf16"
+    base = {"bf16": "bf16", "mixed": "fp32 under bf16 autocast", "fp32": "fp32"}[setup.precision]
+    default = " (peft's default)" if spec.peft else ""
+    return (f"{base} base, {trainable} adapters: frozen base in {base}; trainable weights, gradients and {states} "
+            f"states in {trainable}{default}")
 
 
 def replans_to_mixed(method: str, precision: str) -> bool:
