@@ -185,3 +185,18 @@ def test_cpu_runs_measure_rss_and_never_calibrate_memory(clean_runs: LocalApi) -
 def test_a_device_name_as_torch_reports_it_finds_its_catalog_gpu(device: str, catalog_name: str | None) -> None:
     gpu = match_gpu(device, load_catalog().gpus())
     assert (gpu.name if gpu else None) == catalog_name
+
+
+def test_only_an_admin_calibrates_but_everyone_sees_the_history(clean_runs: LocalApi) -> None:
+    from app.auth.users import create_token, create_user
+
+    with _session() as session:
+        for _ in range(MIN_RUNS):
+            _finished_job(session, "NVIDIA L4", "gpu-24", 1.2, 0.5)
+        _, token = create_token(session, create_user(session, "calibration-erin@example.com", "password of erin"))
+    user = clean_runs.client_with(token)
+    page = user.get("/plan/catalog/calibration")
+    assert page.status_code == 200 and 'data-device="NVIDIA L4"' in page.text and "Calibrate from" not in page.text
+    assert user.post("/plan/catalog/calibration/l4", follow_redirects=False).status_code == 403
+    with _session() as session:
+        assert session.get(CatalogGpu, "l4").calibration == {}  # type: ignore[union-attr]
