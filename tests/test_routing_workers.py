@@ -73,8 +73,10 @@ def test_a_small_job_goes_to_the_smallest_class_and_trains(two_gpu_workers: Stac
 
 
 def test_a_job_above_the_small_gpu_waits_for_the_big_one(two_gpu_workers: Stack) -> None:
-    # Full fine-tuning would need ~120 GiB (no class served); LoRA with a long sequence lands between.
-    body = job_body(model="llama-2-7b-config", hyperparameters={"max_steps": 2, "batch_size": 4, "seq_len": 2048})
+    # Full fine-tuning would need ~120 GiB (no class served); LoRA on 7B float32 weights lands between
+    # (the dataset's rows are short: the plan counts their real tokens, so the base's bytes decide).
+    body = job_body(model="llama-2-7b-config",
+                    hyperparameters={"max_steps": 2, "batch_size": 4, "seq_len": 2048, "precision": "fp32"})
     with two_gpu_workers.client() as client:
         created = client.post("/api/v1/jobs", json=body)
     assert created.status_code == 201, created.text
@@ -89,7 +91,9 @@ def test_a_job_above_the_small_gpu_waits_for_the_big_one(two_gpu_workers: Stack)
 
 
 def test_a_job_no_gpu_class_can_hold_is_refused_naming_the_method(two_gpu_workers: Stack) -> None:
-    body = job_body(model="llama-2-7b-config", method="full", hyperparameters={"seq_len": 4096, "batch_size": 16})
+    # fp32 master weights (mixed): 16 bytes a parameter with AdamW, 104 GiB before any activation.
+    body = job_body(model="llama-2-7b-config", method="full",
+                    hyperparameters={"seq_len": 4096, "batch_size": 16, "precision": "mixed"})
     body["method_config"] = {"optimizer": "adamw"}
     with two_gpu_workers.client() as client:
         before = client.get("/api/v1/jobs").json()["count"]
@@ -99,3 +103,14 @@ def test_a_job_no_gpu_class_can_hold_is_refused_naming_the_method(two_gpu_worker
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "method"]
     assert "does not fit the largest GPU class" in error["msg"]
+
+
+def test_an_unset_precision_is_stored_as_the_bf16_the_gpu_plan_priced(two_gpu_workers: Stack) -> None:
+    body = job_body(model="llama-2-7b-config", hyperparameters={"max_steps": 2, "batch_size": 1, "seq_len": 512})
+    with two_gpu_workers.client() as client:
+        created = client.post("/api/v1/jobs", json=body)
+        assert created.status_code == 201, created.text
+        job = created.json()
+        client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert job["plan"]["precision"] == "bf16"
+    assert job["hyperparameters"]["precision"] == "bf16"

@@ -84,6 +84,9 @@ def _plan_and_queue(session: Session, body: MethodJobCreate) -> tuple[dict[str, 
     served = live_served_queues(get_settings().resolved_redis_url)
     on_gpu = any(name in MEMORY_CLASSES for name in served)
     plan = job_plan(session, body, on_gpu=on_gpu)
+    if body.hyperparameters.precision is None and plan.get("precision"):
+        # The worker runs what was priced: unset means bf16 weights where GPUs serve, fp32 on the CPU.
+        body.hyperparameters.precision = plan["precision"]
     peak = plan.get("peak_bytes")
     try:
         return plan, job_queue(int(peak) if isinstance(peak, (int, float)) else None, served)

@@ -24,6 +24,7 @@ from worker.train.samples import greedy_batch, stop_ids
 # New tokens a completion may take beyond its reference's own length: room for a
 # different but equal-after-trimming tokenisation and for the stop token itself.
 EXACT_MATCH_MARGIN = 4
+MAX_DECODE_ROWS = 16  # beyond this a CPU decode step grows with the rows; a GPU gains little more
 
 
 def eval_loss(
@@ -65,14 +66,38 @@ def scorable(tokenizer: PreTrainedTokenizerBase, examples: list[Example]) -> lis
     return [e for e in examples if len(ids := prompt_ids(e)) > (1 if ids[:1] == [bos] else 0)]
 
 
+def decode_chunks(rows: list[Example], batch_size: int, seq_len: int | None) -> list[list[Example]]:
+    """`rows` in order, cut into decode batches: at least `batch_size` rows each, and more while the
+    batch's padded width (prompt plus answer room) keeps within the training micro-batch's tokens
+    (`batch_size` x `seq_len`), at most MAX_DECODE_ROWS.
+
+    Why more than the micro-batch: one decoded token reads every weight once whatever the rows, so a
+    batch of 8 costs about 1.7x one row on a CPU (SmolLM2-135M, 72 vs 128 ms a token); the token budget
+    keeps the cache and activations no larger than what training already held."""
+    budget = batch_size * seq_len if seq_len else 0
+    chunks: list[list[Example]] = []
+    chunk: list[Example] = []
+    width = 0
+    for row in rows:
+        row_width = len(prompt_ids(row)) + len(reference_tokens(row)) + EXACT_MATCH_MARGIN
+        wider = max(width, row_width)
+        if chunk and len(chunk) >= batch_size and (len(chunk) >= MAX_DECODE_ROWS or (len(chunk) + 1) * wider > budget):
+            chunks.append(chunk)
+            chunk, wider = [], row_width
+        chunk.append(row)
+        width = wider
+    return chunks + [chunk] if chunk else chunks
+
+
 def exact_match(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Example], batch_size: int,
-    pad_id: int, device: torch.device,
+    pad_id: int, device: torch.device, seq_len: int | None = None,
 ) -> float | None:
     """Fraction (0..1) of the scorable `examples` whose greedy completion is an exact match; None if none is.
 
     Each completion gets at most its reference's length plus EXACT_MATCH_MARGIN new tokens and stops at
-    eos or an end-of-turn token; rows are decoded `batch_size` at a time (left-padded).
+    eos or an end-of-turn token; rows are decoded left-padded, `batch_size` at a time or, given the
+    job's `seq_len`, as many as its micro-batch's tokens hold (`decode_chunks`).
     """
     rows = scorable(tokenizer, examples)
     if not rows:
@@ -83,8 +108,7 @@ def exact_match(
     model.eval()
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
+            for chunk in decode_chunks(rows, batch_size, seq_len):
                 caps = [len(reference_tokens(e)) + EXACT_MATCH_MARGIN for e in chunk]
                 completions = greedy_batch(model, [prompt_ids(e) for e in chunk], device, stops, caps, pad_id)
                 matched += sum(is_exact_match(tokenizer, c, e) for c, e in zip(completions, chunk))
@@ -95,8 +119,8 @@ def exact_match(
 
 def held_out_scores(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Example], batch_size: int,
-    pad_id: int, device: torch.device,
+    pad_id: int, device: torch.device, seq_len: int | None = None,
 ) -> dict[str, float | None]:
     """What an evaluation step reports: `eval_loss` and `eval_exact_match` (None when no row has a prompt)."""
     return {"eval_loss": eval_loss(model, examples, batch_size, pad_id, device),
-            "eval_exact_match": exact_match(model, tokenizer, examples, batch_size, pad_id, device)}
+            "eval_exact_match": exact_match(model, tokenizer, examples, batch_size, pad_id, device, seq_len)}

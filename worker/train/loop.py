@@ -103,10 +103,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches
 def train(spec: TrainSpec) -> Path:
     """Run one job from its spec, emitting events; return the artifact folder.
 
-    With `spec.resume` and a complete checkpoint, the run continues after
-    that checkpoint's step with its weights, optimiser state, RNG states and
-    data position, so the steps (and, on the CPU, the numbers) continue as
-    if it had never stopped. SIGTERM ends it at the next step boundary with a
+    With `spec.resume` and a complete checkpoint, the run continues after that checkpoint's step with
+    its weights, optimiser state, RNG states and data position, so the steps (and, on the CPU, the
+    numbers) continue as if it had never stopped. SIGTERM ends it at the next step boundary with a
     checkpoint (`Stopped`).
     """
     stop = StopRequest.install()
@@ -134,22 +133,22 @@ def train(spec: TrainSpec) -> Path:
     model.train()
     meter, resumed, loss_value = Meter(elapsed_before=start.elapsed_seconds), start.resumed, start.loss
     final_eval: dict[str, float | None] = {}  # the last evaluation's scores, for the summary
-    before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
+    before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp, data.pad_id, device)
+    autocast = step_autocast(hp, spec.config.method_config)
     for step in range(start.step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_value, grad_norm, tokens = train_step(model, optimizer, batches, hp.gradient_accumulation,
-                                                   trainable_params, device,
-                                                   step_autocast(hp, spec.config.method_config))
+                                                   trainable_params, device, autocast)
         meter.add(loss_value, tokens, time.perf_counter() - started)
 
         last = step == total_steps
         evaluate = bool(held_out) and (last or (hp.eval_every > 0 and step % hp.eval_every == 0))
         if step % hp.log_every == 0 or last or evaluate:
             if evaluate:
-                final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
+                final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device, hp.seq_len)
             report_progress(meter, step=step, total=total_steps, learning_rate=lr, grad_norm=grad_norm,
                             epoch=stream.epoch, device=device, resumed=resumed, **(final_eval if evaluate else {}))
             resumed = False  # only the first point after a resume is marked
@@ -167,7 +166,7 @@ def train(spec: TrainSpec) -> Path:
             raise Stopped(step)
 
     if held_out and not final_eval:  # resumed from a checkpoint of the last step: nothing was evaluated yet
-        final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device)
+        final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device, hp.seq_len)
     probe = {"prompt": PROBE_PROMPT, "next_token_logits": probe_logits(model, tokenizer, device)}
     artifact = save_artifact(method, model, tokenizer, spec, training_record(spec, total_steps, loss_value))
     events.log(f"Saved {spec.config.method} artifact to {artifact}")

@@ -14,6 +14,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -148,12 +149,12 @@ def report_progress(
 
 
 def log_baseline(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held_out: list[Example],
-                 batch_size: int, pad_id: int, device: torch.device) -> dict[str, float | None]:
+                 hp: Any, pad_id: int, device: torch.device) -> dict[str, float | None]:
     """The base model's held-out scores before the first step (none without held-out rows): the
     point training is measured from, so the first job on a real model shows what it changed."""
     if not held_out:
         return {}
-    scores = held_out_scores(model, tokenizer, held_out, batch_size, pad_id, device)
+    scores = held_out_scores(model, tokenizer, held_out, hp.batch_size, pad_id, device, hp.seq_len)
     match = scores.get("eval_exact_match")
     events.log(f"Held-out before training: loss {scores['eval_loss']:.4f}"
                + (f", exact match {100 * match:.1f}%" if match is not None else ""), baseline=scores)
