@@ -30,8 +30,16 @@ class FormField:
 
 
 def _choices(annotation: Any) -> tuple[str, ...]:
+    """A Literal's values; an optional Literal (`Literal[...] | None`) starts with "", its default,
+    which the form leaves out so the model's own default (e.g. QLoRA's compute dtype following the
+    precision) applies."""
     if typing.get_origin(annotation) is typing.Literal:
         return tuple(str(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+        if len(literals) == 1 and len(args) == 2:
+            return ("", *_choices(literals[0]))
     return ()
 
 
@@ -45,7 +53,7 @@ def _field(name: str, info: FieldInfo) -> FormField:
     if annotation is bool:
         return FormField(name, label, "checkbox", default, hint)
     if choices := _choices(annotation):
-        return FormField(name, label, "select", default, hint, choices)
+        return FormField(name, label, "select", default if default is not None else "", hint, choices)
     if annotation is int:
         return FormField(name, label, "number", default, hint, step="1")
     if annotation is float:
