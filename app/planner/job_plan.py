@@ -53,6 +53,15 @@ def _three_figures(value: float) -> float:
     return float(f"{value:.3g}")
 
 
+def plan_request_for(body: Any, precision: str) -> PlanRequest:
+    """The plan request of a job body (`MethodJobCreate`): its one method, shape and options."""
+    hp = body.hyperparameters
+    return PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
+                       gradient_accumulation=hp.gradient_accumulation,
+                       gradient_checkpointing=hp.gradient_checkpointing, precision=precision,
+                       method_config={body.method: body.method_config.model_dump(mode="json")})
+
+
 def job_plan(session: Session, body: Any, on_gpu: bool = False, wait: float | None = None) -> dict[str, Any]:
     """The instant estimate for a job body (`MethodJobCreate`), as stored in `Job.plan`.
 
@@ -65,10 +74,7 @@ def job_plan(session: Session, body: Any, on_gpu: bool = False, wait: float | No
     hp = body.hyperparameters
     precision = getattr(hp, "precision", None) or ("bf16" if on_gpu else CPU_TRAINER_PRECISION)
     try:
-        request = PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
-                              gradient_accumulation=hp.gradient_accumulation,
-                              gradient_checkpointing=hp.gradient_checkpointing, precision=precision,
-                              method_config={body.method: body.method_config.model_dump(mode="json")})
+        request = plan_request_for(body, precision)
         catalog = DbCatalog(session)
         arch = resolve_architecture(request, catalog)
         setup = build_setup(request, body.method, arch)

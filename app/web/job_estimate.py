@@ -23,11 +23,10 @@ from app.jobs.crud import FieldError, check_against_model, check_combination, re
 from app.models import Dataset
 from app.planner.db_catalog import DbCatalog
 from app.planner.estimate import RunLength, instant_estimate
-from app.planner.job_plan import job_plan
+from app.planner.job_plan import job_plan, plan_request_for
 from app.planner.launch_link import HUB_URL
 from app.planner.plan_view import gib
 from app.planner.service import PlanError, build_setup, resolve_architecture
-from app.schemas.plan import PlanRequest
 from app.web.forms import JOB_BODY, body_from_form, field_for, validation_messages
 from app.web.templating import templates
 from app.workers import live_workers
@@ -64,12 +63,8 @@ def _catalog_twin(session: Any, model: str) -> str | None:
 def padded_peak(session: Any, body: Any, precision: str) -> int | None:
     """The peak with every row padded to seq_len: what the plan page shows when it plans without a dataset,
     so that a row's figure and the form's (on the dataset's real rows) can be told apart on sight."""
-    hp = body.hyperparameters
     try:
-        request = PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
-                              gradient_accumulation=hp.gradient_accumulation,
-                              gradient_checkpointing=hp.gradient_checkpointing, precision=precision,
-                              method_config={body.method: body.method_config.model_dump(mode="json")})
+        request = plan_request_for(body, precision)
         catalog = DbCatalog(session)
         arch = resolve_architecture(request, catalog)
         estimate = instant_estimate(arch, build_setup(request, body.method, arch), [], catalog.runtime, RunLength())
