@@ -6,7 +6,7 @@ one `MethodSpec`, they cannot drift apart (they did, when each kept a copy).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -50,8 +50,15 @@ def check_target_names(value: str | list[str]) -> str | list[str]:
     return value
 
 
-def resolve_targets(value: str | list[str]) -> list[str]:
-    """A preset name (minimal, attention, all-linear) or an explicit list, as module names."""
+def resolve_targets(value: str | list[str], linear: Iterable[str] | None = None) -> list[str]:
+    """A preset name (minimal, attention, all-linear) or an explicit list, as module names.
+
+    `linear`: the names of the decoder layer's Linear modules, where the model is known. Then
+    `all-linear` means what peft's preset means, every Linear but the output layer: Phi-3's fused
+    qkv/gate_up and a mixture-of-experts model's attention projections (its experts are 3-D
+    parameters, not Linear modules) rather than Llama's seven names."""
+    if value == "all-linear" and linear is not None:
+        return list(linear)
     return list(TARGET_PRESETS[value]) if isinstance(value, str) else list(value)
 
 
@@ -64,14 +71,23 @@ class TargetedOptions(MethodOptions):
     The subclass declares `target_modules: TargetModules` with its own default, where it wants
     it in the form's field order."""
 
-    def resolved_targets(self) -> list[str]:
-        return resolve_targets(getattr(self, "target_modules"))
+    def resolved_targets(self, linear: Iterable[str] | None = None) -> list[str]:
+        return resolve_targets(getattr(self, "target_modules"), linear)
 
 
 def targets_in(arch: Architecture, targets: list[str]) -> dict[str, tuple[int, int]]:
     """The targeted Linear modules of one decoder layer; a name the model lacks is the user's to fix."""
     modules = arch.linear_modules()
     missing = [t for t in targets if t not in modules]
+    experts = [t for t in missing if t in arch.expert_modules()]
+    if experts:
+        # peft's target_modules wraps nn.Linear modules; an MoE layer's experts are fused 3-D parameters
+        # (and its router a bare weight). Refused rather than silently left untrained.
+        raise MethodError("target_modules", f"{', '.join(experts)}: this mixture-of-experts model's MLP is "
+                                            f"{arch.moe.num_experts} fused experts (3-D parameters, not Linear "
+                                            f"modules), which LoRA's and GaLore's target_modules cannot wrap; "
+                                            f"use the preset 'attention' or 'all-linear' (here: "
+                                            f"{', '.join(modules)}) or name those projections")
     if missing:
         raise MethodError("target_modules", f"the model has no module named {', '.join(missing)}; "
                                             f"choose from {', '.join(modules)}")

@@ -16,7 +16,7 @@ class GaloreOptions(TargetedOptions):
 
 def check(options: GaloreOptions, arch: Architecture) -> None:
     """A rank above the hidden size is above the rank of every projected gradient: refuse it."""
-    targets_in(arch, options.resolved_targets())
+    targets_in(arch, options.resolved_targets(arch.linear_modules()))
     if options.rank > arch.hidden_size:
         raise MethodError("rank", f"rank {options.rank} is above the model's hidden size {arch.hidden_size}, the "
                                   f"largest rank its matrices' gradients have; use at most {arch.hidden_size}")

@@ -20,7 +20,7 @@ class LoraOptions(TargetedOptions):
 
 
 def check(options: LoraOptions, arch: Architecture) -> None:
-    targets_in(arch, options.resolved_targets())
+    targets_in(arch, options.resolved_targets(arch.linear_modules()))
 
 
 SPEC = MethodSpec(

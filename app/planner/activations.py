@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.methods.qlora import autocast_for
 from app.planner.architecture import Architecture
+from app.planner.moe import moe_saved
+from app.planner.setup import TrainingSetup
 
 FP32 = 4
 MASK = 1  # native_dropout's bool mask
@@ -34,6 +37,20 @@ class Numerics:
     lora_cast: bool  # peft casts the module input to the adapter dtype: a new tensor
     autocast: bool  # mixed: every Linear casts its input and weight to bf16 and keeps the casts
     autocast_peft: bool = False  # QLoRA in bf16: autocast reaches the adapters and the head, not the 4-bit base
+
+
+def numerics(setup: TrainingSetup) -> Numerics:
+    """Dtypes of what a layer makes under this precision (QLoRA: fp32 outside its 4-bit linears)."""
+    if setup.spec.quantized_base:
+        bf16 = autocast_for(setup.options_dict, setup.precision) is not None  # default: the precision's
+        low = 2 if bf16 else 4
+        return Numerics(linear=4, attn=low, resid=4, head=low, lora_in=low, lora_cast=False,
+                        autocast=False, autocast_peft=bf16)
+    if setup.precision == "bf16":
+        return Numerics(linear=2, attn=2, resid=2, head=2, lora_in=4, lora_cast=True, autocast=False)
+    if setup.precision == "mixed":
+        return Numerics(linear=2, attn=2, resid=4, head=2, lora_in=2, lora_cast=False, autocast=True)
+    return Numerics(linear=4, attn=4, resid=4, head=4, lora_in=4, lora_cast=False, autocast=False)
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,8 @@ def layer_saved(arch: Architecture, num: Numerics, plan: LayerPlan, grad_in: boo
     attn_names = ["qkv_proj"] if arch.family == "phi3" else ["q_proj", "k_proj", "v_proj"]
     saved, grads = _consumers(arch, num, plan, num.resid, h, n1_grad, attn_names)
     out.add(saved)
+    if arch.qk_norm:
+        out.add(_qk_norms(arch, num, grads, train))
     attn_grad = any(grads.values()) or plan.prefix > 0
     if attn_grad:
         out.token += _attention(arch, num, plan, tokens)
@@ -176,9 +195,28 @@ def layer_saved(arch: Architecture, num: Numerics, plan: LayerPlan, grad_in: boo
     return out, resid_grad or mlp_grad
 
 
+def _qk_norms(arch: Architecture, num: Numerics, grads: dict[str, bool], trainable: bool) -> Saved:
+    """Qwen3's and Gemma 3's per-head RMSNorms on q and k: each keeps its fp32 input and one rsqrt per
+    head where a gradient passes (the projection's output needs one), the normalised value when its
+    weight trains (Gemma's (1 + w) multiply keeps it in fp32)."""
+    saved = Saved()
+    kept = FP32 if arch.model_type == "gemma3_text" else num.linear
+    for name, width, heads in (("q_proj", arch.q_dim, arch.num_heads), ("k_proj", arch.kv_dim, arch.num_kv_heads)):
+        if grads.get(name):
+            saved.token += FP32 * (width + heads) + (kept * width if trainable else 0)
+    return saved
+
+
 def _mlp(arch: Architecture, num: Numerics, plan: LayerPlan, n2_grad: bool, out: Saved) -> bool:
     """Gated MLP, act(gate) · up then down: adds what it keeps to `out`; does its output need a gradient."""
     h, f = arch.hidden_size, arch.intermediate_size
+    if arch.moe is not None:
+        autocast = num.autocast or num.autocast_peft
+        token, weight = moe_saved(arch.moe, h, num.resid, 2 if autocast else num.resid, n2_grad,
+                                  plan.base_trainable, autocast)
+        out.token += token
+        out.weight += weight
+        return n2_grad or plan.base_trainable
     if arch.family == "phi3":
         saved, grads = _consumers(arch, num, plan, num.resid, h, n2_grad, ["gate_up_proj"])
         out.add(saved)

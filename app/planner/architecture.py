@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from app.field_problem import FieldProblem
+from app.planner.moe import MoeShape, parse_moe
 
 # Model types whose decoder layer is Llama's (RMSNorm, SwiGLU MLP with gate/up/down,
 # separate q/k/v/o projections). Qwen2 adds q/k/v biases; Mistral a sliding window.
@@ -32,6 +33,12 @@ LIMITS: dict[str, int] = {"num_hidden_layers": 4096, "n_layer": 4096, "num_layer
 DEFAULT_LIMIT = 1 << 24
 # Defaults of the transformers config classes when config.json leaves the field out.
 TIED_BY_DEFAULT: dict[str, bool] = {"gemma2": True}
+# Per-head RMSNorms on q and k (head_dim weights each, before RoPE): Qwen3, Qwen3-MoE, Gemma 3.
+QK_NORM = frozenset({"qwen3", "qwen3_moe", "gemma3_text"})
+# Projections a config's attention_bias puts a bias on (gpt-oss: o_proj too; Qwen2: q/k/v always).
+BIASED = {"gpt_oss": ("q_proj", "k_proj", "v_proj", "o_proj")}
+# Keys the planner never prices: it plans every weight in the training dtype (bf16 or fp32).
+NOT_PLANNED = ("quantization_config",)
 
 
 class ArchitectureError(FieldProblem):
@@ -55,6 +62,9 @@ class Architecture(BaseModel):
     tie_embeddings: bool
     max_positions: int | None
     attention_bias: bool = False
+    qk_norm: bool = False  # q_norm/k_norm over head_dim (Qwen3, Gemma 3)
+    attention_sinks: bool = False  # gpt-oss: one learned sink logit per head and layer
+    moe: MoeShape | None = None  # sparse MoE block in place of the dense MLP (app.planner.moe)
     config: dict[str, Any] = {}
 
     @property
@@ -67,11 +77,33 @@ class Architecture(BaseModel):
 
     @property
     def norms_per_layer(self) -> int:
-        return 4 if self.family == "gemma2" else 2
+        return 4 if self.family == "gemma2" or self.model_type == "gemma3_text" else 2  # pre/post, both blocks
+
+    @property
+    def biased_modules(self) -> tuple[str, ...]:
+        """The Linear modules with a bias (`attention_bias`)."""
+        if not self.attention_bias:
+            return ()
+        return BIASED.get(self.model_type, ("q_proj", "k_proj", "v_proj"))
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's width per token: f, or k·f over the k experts a token is routed to."""
+        return self.moe.top_k * self.moe.intermediate if self.moe else self.intermediate_size
+
+    def expert_modules(self) -> tuple[str, ...]:
+        """MLP names that are fused 3-D expert parameters here, not Linear modules (MoE only)."""
+        return ("gate_proj", "up_proj", "down_proj", "gate_up_proj") if self.moe else ()
 
     def linear_modules(self) -> dict[str, tuple[int, int]]:
-        """Each decoder layer's Linear modules by name, as (in_features, out_features)."""
+        """Each decoder layer's Linear modules by name, as (in_features, out_features).
+
+        An MoE layer's experts are 3-D parameters and its router a bare weight: only the attention
+        projections are Linear modules (what peft's target_modules can wrap, what 4-bit replaces)."""
         h, f = self.hidden_size, self.intermediate_size
+        if self.moe is not None:
+            return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim),
+                    "o_proj": (self.q_dim, h)}
         if self.family == "phi3":
             return {
                 "qkv_proj": (h, self.q_dim + 2 * self.kv_dim),
@@ -86,7 +118,8 @@ class Architecture(BaseModel):
 
     def hf_config(self) -> dict[str, Any]:
         """A config.json dict transformers can build the model from (the tracer's input)."""
-        return {**self.config, "model_type": self.model_type}
+        config = {k: v for k, v in self.config.items() if k not in NOT_PLANNED}
+        return {**config, "model_type": self.model_type}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Architecture":
@@ -116,11 +149,15 @@ class Architecture(BaseModel):
         tied = config.get("tie_word_embeddings", TIED_BY_DEFAULT.get(model_type, False))
         if not isinstance(tied, bool):
             raise ArchitectureError("tie_word_embeddings", "must be true or false")
-        bias = config.get("attention_bias", model_type == "qwen2")
+        bias = config.get("attention_bias")
+        bias = model_type in {"qwen2", "gpt_oss"} if bias is None else bias
+        if not isinstance(bias, bool):
+            raise ArchitectureError("attention_bias", "must be true or false")
         return cls(
             model_type=model_type, family=family, num_kv_heads=kv_heads, head_dim=head_dim,
-            tie_embeddings=tied, max_positions=max_positions, attention_bias=bool(bias), config=dict(config),
-            **values,
+            tie_embeddings=tied, max_positions=max_positions, attention_bias=bias, config=dict(config),
+            qk_norm=model_type in QK_NORM, attention_sinks=model_type == "gpt_oss",
+            moe=parse_moe(config, model_type), **values,
         )
 
 

@@ -23,13 +23,16 @@ from app.planner.architecture import Architecture
 from app.planner.loss_memory import loss_rows, targets_only_loss
 from app.planner.memory import embedding_trains, final_norm_trains, head_trains, layer_plans
 from app.planner.activations import LayerPlan
+from app.planner.moe import moe_flops
 from app.planner.setup import TrainingSetup
 
 
 def _stages(arch: Architecture) -> list[list[str]]:
-    """A layer's Linear modules in the order their outputs feed each other."""
+    """A layer's Linear modules in the order their outputs feed each other (["moe"]: the MoE block)."""
     if arch.family == "phi3":
         return [["qkv_proj"], ["o_proj"], ["gate_up_proj"], ["down_proj"]]
+    if arch.moe is not None:
+        return [["q_proj", "k_proj", "v_proj"], ["o_proj"], [], ["moe"]]
     return [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
 
 
@@ -38,7 +41,8 @@ def _layer_flops(arch: Architecture, plan: LayerPlan, tokens: int, s_q: int, s_k
     """(forward, backward, recomputed forward) FLOPs of one decoder layer; does its output need a gradient.
 
     The recomputation under checkpointing stops after the last tensor the backward
-    needs: when that is down_proj's input, down_proj's own product is not run again.
+    needs: when that is down_proj's input, down_proj's own product is not run again
+    (an MoE block keeps its `down` output for the routing product: recomputed in full).
     (torch recomputes some checkpointed layers whose input needs no gradient more
     than once, e.g. the first trainable layer of freeze or adapters; not modelled.)
     """
@@ -48,6 +52,10 @@ def _layer_flops(arch: Architecture, plan: LayerPlan, tokens: int, s_q: int, s_k
     adapter = 2.0 * tokens * 2 * arch.hidden_size * plan.adapter  # down and up projections
     for index, stage in enumerate(_stages(arch)):
         for name in stage:
+            if name == "moe" and arch.moe is not None:
+                moe_fwd, moe_bwd = moe_flops(arch.moe, arch.hidden_size, tokens, flows, plan.base_trainable)
+                fwd, bwd = fwd + moe_fwd, bwd + moe_bwd
+                continue
             d_in, d_out = modules[name]
             mm = 2.0 * tokens * d_in * d_out
             fwd += mm

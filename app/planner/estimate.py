@@ -16,6 +16,7 @@ from app.planner.caveats import not_applied, precision_recipe
 from app.planner.catalog import GpuSpec, Runtime
 from app.planner.compute import cost_for, flops_per_step, seconds_for
 from app.planner.memory import MemoryEstimate, estimate_memory
+from app.planner.moe import moe_note
 from app.planner.setup import TrainingSetup
 
 BREAKDOWN_KEYS = ("weights", "trainable_weights", "gradients", "optimizer", "activations", "logits")
@@ -101,6 +102,8 @@ def method_notes(arch: Architecture, setup: TrainingSetup, memory: MemoryEstimat
         notes.append(qlora_note(setup))
     if spec.peft:
         notes.append("peft keeps adapter weights, gradients and optimiser states in fp32")
+    if arch.moe is not None:
+        notes.append(moe_note(arch.moe, spec.lora, spec.low_rank_gradients, spec.quantized_base))
     if arch.family == "gemma2":
         notes.append("attention memory as with flash-attention 2 (softcapping in-kernel); eager attention "
                      "would add a·s² per layer")

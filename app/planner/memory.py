@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.planner.activations import FP32, IDS, MASK, LayerPlan, Numerics, Saved, layer_saved, norm_saved
-from app.methods.qlora import autocast_for
+from app.planner.activations import FP32, IDS, MASK, LayerPlan, Numerics, Saved, layer_saved, norm_saved, numerics
 from app.planner.loss_memory import LOSS_BWD, loss_rows, targets_only_loss, targets_only_loss_bytes
+from app.planner.moe import moe_transient
 from app.planner.architecture import Architecture
 from app.planner.optimizer_memory import optimizer_memory
 from app.planner.params import count_params, lora_targets, nf4_bytes_per_param, trainable_tensors
@@ -61,20 +61,6 @@ class MemoryEstimate:
     saved_activations: int = 0  # kept by the forward pass for the backward (the loss excluded)
 
 
-def numerics(setup: TrainingSetup) -> Numerics:
-    """Dtypes of what a layer makes under this precision (QLoRA: fp32 outside its 4-bit linears)."""
-    if setup.spec.quantized_base:
-        bf16 = autocast_for(setup.options_dict, setup.precision) is not None  # default: the precision's
-        low = 2 if bf16 else 4
-        return Numerics(linear=4, attn=low, resid=4, head=low, lora_in=low, lora_cast=False,
-                        autocast=False, autocast_peft=bf16)
-    if setup.precision == "bf16":
-        return Numerics(linear=2, attn=2, resid=2, head=2, lora_in=4, lora_cast=True, autocast=False)
-    if setup.precision == "mixed":
-        return Numerics(linear=2, attn=2, resid=4, head=2, lora_in=2, lora_cast=False, autocast=True)
-    return Numerics(linear=4, attn=4, resid=4, head=4, lora_in=4, lora_cast=False, autocast=False)
-
-
 def param_bytes(setup: TrainingSetup) -> int:
     return 2 if setup.precision == "bf16" else FP32
 
@@ -87,7 +73,7 @@ def layer_plans(arch: Architecture, setup: TrainingSetup) -> list[LayerPlan]:
         k = int(opts["trainable_layers"])
         return [LayerPlan(base_trainable=i >= L - k) for i in range(L)]
     if setup.spec.lora:
-        plan = LayerPlan(targets=lora_targets(arch, setup.lora_targets), r=int(opts["r"]),
+        plan = LayerPlan(targets=lora_targets(arch, setup.lora_targets(arch)), r=int(opts["r"]),
                          dropout=float(opts["dropout"]) > 0, dora=setup.spec.magnitude)
         return [plan] * L
     if setup.spec.bottleneck:
@@ -140,12 +126,13 @@ class _Forward:
     head: float  # final norm, output layer input, rotary tables, the batch's tensors
     head_ids: float  # the batch's tensors alone (alive to the end of the step)
     grad_out: bool  # does a gradient reach the decoder's output (the loss then makes one for it)
+    transient: list[float] = field(default_factory=list)  # what each layer's forward holds beyond `layer` (MoE)
 
 
 def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: list[LayerPlan], tokens: int) -> _Forward:
     s_eff = tokens // setup.batch_size
     grad = embedding_trains(arch, setup) or setup.spec.virtual_tokens == "prompt"
-    layer, kept, flows = [], [], []
+    layer, kept, flows, transient = [], [], [], []
     cache: dict[tuple[int, bool], tuple[Saved, bool]] = {}
     for plan in plans:
         key = (id(plan), grad)
@@ -158,6 +145,8 @@ def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: lis
         # Checkpointing keeps a layer's input (for the recompute) instead of its activations; a layer
         # through which no gradient flows (below freeze's first trainable layer) keeps nothing either way.
         kept.append(num.resid * arch.hidden_size * tokens if setup.uses_checkpointing and total > 0 else total)
+        transient.append(moe_transient(arch.moe, arch.hidden_size, num.resid, plan.base_trainable) * tokens
+                         if arch.moe and total > 0 else 0.0)
         grad = grad or out_grad
     trains_head = head_trains(arch, setup)
     full_logits = not targets_only_loss(arch, setup)
@@ -173,7 +162,7 @@ def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: lis
     ids = BATCH_TENSORS * IDS * tokens  # input ids, attention mask, labels (worker.train.data.Batch)
     head += 2 * num.resid * arch.head_dim * tokens + ids  # rotary cos/sin, the batch
     return _Forward(layer=layer, kept=kept, flows=flows, head=head, head_ids=ids,
-                    grad_out=grad or final_norm_trains(setup))
+                    grad_out=grad or final_norm_trains(setup), transient=transient)
 
 
 def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
@@ -185,7 +174,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     n_t = sum(t.total for t in trainable)
     grads = t_bytes * n_t
     galore = {t.name: int(setup.options_dict["rank"]) for t in trainable
-              if t.name in setup.galore_targets}
+              if t.name in setup.galore_targets(arch)}
     opt = optimizer_memory(setup.optimizer, trainable, t_bytes, galore)
     accumulating = setup.gradient_accumulation > 1  # gradients then live through the whole step
 
@@ -209,7 +198,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     base = {"weights": frozen_w, "trainable_weights": train_w, "optimizer": opt.states,
             "gradients": grads if accumulating else 0}
     parts = {
-        "forward": {**base, "activations": acts, "logits": logits_fwd},
+        "forward": {**base, **_forward_peak(fwd, acts, logits_fwd)},
         "backward_start": {**base, "activations": acts, "logits": logits_bwd},
         "backward": {**base, **_backward(arch, setup, num, plans, fwd, t_bytes, accumulating, tokens)},
         "optimizer": {**base, "gradients": grads, "optimizer": opt.states + opt.step_temporaries,
@@ -239,7 +228,7 @@ def _backward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: li
     """The worst moment going down the layers: the activations of the layers below still kept, the
     gradients of those above made, the layer's own backward temporaries (and, under checkpointing,
     the layer recomputed in full)."""
-    h, f, V = arch.hidden_size, arch.intermediate_size, arch.vocab_size
+    h, f, V = arch.hidden_size, arch.mlp_width, arch.vocab_size  # MoE: the k experts' rows per token
     gc = setup.uses_checkpointing
     transient = num.linear * ((BWD_H_GC if gc else BWD_H) * h + (BWD_F_GC if gc else BWD_F) * f) * tokens
     if setup.uses_checkpointing and float(setup.options_dict.get("dropout", 0.0)) > 0:
@@ -256,8 +245,8 @@ def _backward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: li
         if setup.uses_checkpointing:
             # The layer is recomputed in full before its gradients exist; by the time they do,
             # its recomputed activations are mostly freed.
-            candidates = [(below + fwd.layer[i] + transient, made),
-                          (below + transient, made + layer_grads[i])]
+            candidates = [(below + fwd.layer[i] + transient, made), (below + transient, made + layer_grads[i]),
+                          (below + fwd.layer[i] + fwd.transient[i], made)]
         else:
             # Start of the layer: its activations all kept, none of its gradients made yet; end: the
             # reverse. (A layer's weight gradients only appear as its activations are consumed.)
@@ -272,11 +261,18 @@ def _backward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: li
     return {**worst, "logits": 0.0}
 
 
+def _forward_peak(fwd: _Forward, acts: float, logits: float) -> dict[str, float]:
+    """The forward's worst moment: the loss's logits over every kept activation, or the last layer's
+    MoE block holding its locals (`moe_transient`) over the layers below."""
+    last = sum(fwd.kept[:-1]) + fwd.layer[-1] + fwd.transient[-1]
+    return {"activations": acts, "logits": logits} if last <= acts + logits else {"activations": last, "logits": 0.0}
+
+
 def _dora_transient(arch: Architecture, setup: TrainingSetup) -> float:
     """DoRA's forward builds W + B·A in fp32 for its column norm (ESTIMATOR.md F4): ~3 fp32 copies of a weight."""
     if not setup.spec.magnitude:
         return 0.0
-    return 3.0 * FP32 * max(d_in * d_out for d_in, d_out in lora_targets(arch, setup.lora_targets).values())
+    return 3.0 * FP32 * max(d_in * d_out for d_in, d_out in lora_targets(arch, setup.lora_targets(arch)).values())
 
 
 def final_norm_trains(setup: TrainingSetup) -> bool:

@@ -14,6 +14,7 @@ from math import prod
 
 from app.methods import MethodError, targets_in
 from app.planner.architecture import Architecture
+from app.planner.moe import expert_shapes
 from app.planner.setup import TrainingSetup
 
 __all__ = ["MethodError", "TensorSpec", "ParamCounts", "base_tensors", "count_params", "lora_targets",
@@ -56,13 +57,17 @@ def nf4_bytes_per_param(quant_type: str = "nf4", double_quant: bool = True) -> f
 
 
 def layer_tensors(arch: Architecture) -> list[TensorSpec]:
-    """One decoder layer's weights (Linear weights as (out, in))."""
-    tensors = [TensorSpec(name, (d_out, d_in)) for name, (d_in, d_out) in arch.linear_modules().items()]
-    if arch.attention_bias:
-        modules = arch.linear_modules()
-        tensors += [TensorSpec(f"{name}.bias", (modules[name][1],))
-                    for name in ("q_proj", "k_proj", "v_proj") if name in modules]
+    """One decoder layer's weights (Linear weights as (out, in)); an MoE layer's every expert."""
+    modules = arch.linear_modules()
+    tensors = [TensorSpec(name, (d_out, d_in)) for name, (d_in, d_out) in modules.items()]
+    tensors += [TensorSpec(f"{name}.bias", (modules[name][1],)) for name in arch.biased_modules if name in modules]
     tensors += [TensorSpec("norm", (arch.hidden_size,), arch.norms_per_layer)]
+    if arch.qk_norm:
+        tensors.append(TensorSpec("qk_norm", (arch.head_dim,), 2))  # q_norm and k_norm
+    if arch.attention_sinks:
+        tensors.append(TensorSpec("sinks", (arch.num_heads,)))
+    if arch.moe is not None:
+        tensors += [TensorSpec(name, shape) for name, shape in expert_shapes(arch.moe, arch.hidden_size)]
     return tensors
 
 
@@ -79,7 +84,8 @@ def base_tensors(arch: Architecture) -> list[TensorSpec]:
 def count_params(arch: Architecture) -> ParamCounts:
     tensors = base_tensors(arch)
     embedding = arch.vocab_size * arch.hidden_size
-    linear = sum(t.total for t in tensors if len(t.shape) == 2 and t.name not in {"embed_tokens", "lm_head"})
+    modules = arch.linear_modules()  # not an MoE router or its experts: bitsandbytes leaves those alone
+    linear = sum(t.total for t in tensors if len(t.shape) == 2 and t.name in modules)
     head = 0 if arch.tie_embeddings else embedding
     total = sum(t.total for t in tensors)
     return ParamCounts(total=total, embedding=embedding, lm_head=head, linear=linear,
@@ -115,7 +121,7 @@ def trainable_tensors(arch: Architecture, setup: TrainingSetup) -> list[TensorSp
     if spec.lora:
         r = int(opts["r"])
         tensors = []
-        for name, (d_in, d_out) in lora_targets(arch, setup.lora_targets).items():
+        for name, (d_in, d_out) in lora_targets(arch, setup.lora_targets(arch)).items():
             tensors += [TensorSpec(f"{name}.lora_A", (r, d_in), L), TensorSpec(f"{name}.lora_B", (d_out, r), L)]
             if spec.magnitude:
                 tensors.append(TensorSpec(f"{name}.magnitude", (d_out,), L))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.methods import MethodOptions, MethodSpec, get_spec, resolve_targets
+from app.planner.architecture import Architecture
 
 Precision = Literal["bf16", "mixed", "fp32"]
 OptimizerName = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"]
@@ -69,16 +70,15 @@ class TrainingSetup:
         """A method that cannot checkpoint (prefix tuning) is estimated without it."""
         return self.gradient_checkpointing and self.spec.checkpointing
 
-    @property
-    def lora_targets(self) -> list[str]:
-        return resolve_targets(self.options_dict["target_modules"]) if self.spec.lora else []
+    def lora_targets(self, arch: Architecture) -> list[str]:
+        """The LoRA-family targets as module names of `arch` (its own Linear modules for all-linear)."""
+        return resolve_targets(self.options_dict["target_modules"], arch.linear_modules()) if self.spec.lora else []
 
-    @property
-    def galore_targets(self) -> list[str]:
+    def galore_targets(self, arch: Architecture) -> list[str]:
         """The matrices whose gradients are projected (GaLore trains the base with its own optimiser)."""
         if not self.spec.low_rank_gradients:
             return []
-        return resolve_targets(self.options_dict["target_modules"])
+        return resolve_targets(self.options_dict["target_modules"], arch.linear_modules())
 
 
 def qlora_note(setup: TrainingSetup) -> str:

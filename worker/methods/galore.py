@@ -24,6 +24,7 @@ from transformers import PreTrainedModel
 from app.methods.galore import GaloreOptions
 from worker.methods.full import save  # noqa: F401 - the same model folder as `full`
 from worker.methods.optimizers import galore_adamw
+from worker.methods.targets import linear_names
 
 OPTIMIZER_NAME = "galore_adamw"  # what the job log names (the Trainer's name for the same optimiser)
 
@@ -37,7 +38,7 @@ def build(model: PreTrainedModel, options: GaloreOptions) -> torch.nn.Module:
 
 def target_weights(model: torch.nn.Module, options: GaloreOptions) -> list[torch.nn.Parameter]:
     """The 2-D weights whose gradients are projected, in model order."""
-    targets = options.resolved_targets()
+    targets = options.resolved_targets(linear_names(model))
     found: list[torch.nn.Parameter] = []
     matched: set[str] = set()
     for name, module in model.named_modules():

@@ -17,6 +17,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
 from app.methods.lora import LoraOptions
+from worker.methods.targets import linear_names
 
 
 def build(model: PreTrainedModel, options: LoraOptions, *, use_dora: bool = False) -> torch.nn.Module:
@@ -25,7 +26,7 @@ def build(model: PreTrainedModel, options: LoraOptions, *, use_dora: bool = Fals
         r=options.r,
         lora_alpha=options.alpha,
         lora_dropout=options.dropout,
-        target_modules=options.resolved_targets(),
+        target_modules=options.resolved_targets(linear_names(model)),
         use_rslora=options.use_rslora,
         use_dora=use_dora,
         task_type="CAUSAL_LM",

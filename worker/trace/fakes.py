@@ -74,6 +74,32 @@ def _fused_dropout() -> Iterator[None]:
         yield
 
 
+class _GroupedMmAnyDtype(TorchDispatchMode):
+    """Give `aten._grouped_mm` in float32 its output shape, as the CPU and CUDA kernels compute it.
+
+    Why: MoE experts in fp32 (mixed precision, fp32, QLoRA's fp32-cast experts) run transformers'
+    default `grouped_mm` experts in fp32. The kernels take fp32 (a real CPU call here does), but the
+    meta function fake tensors use still checks the CUDA fast path's bf16-only rule and refuses. The
+    output is what the kernel returns: (S, N) for (S, K) × (E, K, N), (E, K, N) for the weight
+    gradient's (K, S) × (S, N), in the inputs' dtype; autograd then calls this op for the backward too.
+    """
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is aten._grouped_mm.default and args[0].dtype != torch.bfloat16:
+            a, b = args[0], args[1]
+            offs = args[2] if len(args) > 2 else kwargs.get("offs")
+            dtype = kwargs.get("out_dtype") or a.dtype
+            if a.dim() == 2 and b.dim() == 2:
+                shape: tuple[int, ...] = (offs.shape[0], a.shape[0], b.shape[1])
+            elif a.dim() == 2:
+                shape = (a.shape[0], b.shape[-1])
+            else:
+                shape = (*a.shape[:-1], b.shape[-1])
+            return torch.empty(shape, dtype=dtype, device=a.device)
+        return func(*args, **kwargs)
+
+
 def _storage_key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage()._cdata
 

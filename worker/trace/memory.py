@@ -29,16 +29,39 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import addmm_flop, flop_registry, sdpa_backward_flop, sdpa_flop
+from torch.utils.flop_counter import addmm_flop, flop_registry, sdpa_backward_flop, sdpa_flop, shape_wrapper
 
 aten = torch.ops.aten
+
+
+@shape_wrapper
+def grouped_mm_flop(a_shape: Any, b_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of `aten._grouped_mm`, the matmul of transformers' default MoE experts (`grouped_mm`).
+
+    Each row of a 2-D operand belongs to one group (`offs`), so a group-split product costs what one
+    dense product of the same rows costs: 2 × (output elements) × (contracted size). The three
+    layouts a training step runs: (S, K) × (E, K, N) -> (S, N), the forward and the input gradient;
+    (K, S) × (S, N) -> (E, K, N), the weight gradient, whose S rows are split among the E groups
+    (so one group's K × N, not E of them); (E, M, K) × (E, K, N), a plain batched product.
+    """
+    contracted = a_shape[-1]
+    out_numel = 1
+    for size in out_shape:
+        out_numel *= size
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        out_numel //= out_shape[0]  # the groups split the contracted rows, not the output
+    return 2 * out_numel * contracted
+
+
 # The CPU flash-attention kernel we trace with is missing from the registry (it knows the CUDA ones), and
-# so is the in-place addmm_ the worker's loss accumulates the output layer's weight gradient with.
+# so is the in-place addmm_ the worker's loss accumulates the output layer's weight gradient with, and
+# the grouped matmul of MoE experts.
 FLOP_FORMULAS: dict[Any, Any] = {
     **flop_registry,
     aten.addmm_: addmm_flop,
     aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop,
+    aten._grouped_mm: grouped_mm_flop,
 }
 
 # Categories that are not on the device: kept for the record, left out of totals.

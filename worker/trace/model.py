@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.methods import resolve_targets
 from app.methods.qlora import compute_dtype_for
 from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
@@ -122,7 +123,9 @@ def apply_method(model: nn.Module, arch: Architecture, setup: TrainingSetup, dty
 
 def galore_param_groups(model: nn.Module, setup: TrainingSetup) -> list[dict[str, Any]]:
     """GaLore's parameter groups: projected target matrices, plain AdamW for the rest."""
-    targets = setup.galore_targets
+    from worker.methods.targets import linear_names
+
+    targets = resolve_targets(setup.options_dict["target_modules"], linear_names(model))
     projected, plain = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -41,8 +41,8 @@ from app.planner.architecture import Architecture
 from app.planner.setup import TrainingSetup
 from worker.train import loss as worker_loss
 from worker.train.data import Batch
-from worker.trace.fakes import (_AllTargets, _fused_dropout, _loss_category, _unpacked_batches,
-                                worst_case_batch)
+from worker.trace.fakes import (_AllTargets, _fused_dropout, _GroupedMmAnyDtype, _loss_category,
+                                _unpacked_batches, worst_case_batch)
 from worker.trace.memory import LiveBytes
 from worker.trace.model import DTYPES, apply_method, build_meta_model, fakeify, galore_param_groups
 
@@ -172,8 +172,8 @@ def trace_step(arch: Architecture, setup: TrainingSetup, model: torch.nn.Module 
     if setup.spec.quantized_base:
         notes.append("traced: 4-bit base layers emulated (packed NF4 weights, transient dequantised weight)")
     b, s = setup.batch_size, setup.seq_len
-    with FakeTensorMode(allow_non_fake_inputs=True), live, _fused_dropout(), _unpacked_batches(), \
-            _loss_category(live):
+    with FakeTensorMode(allow_non_fake_inputs=True), _GroupedMmAnyDtype(), live, _fused_dropout(), \
+            _unpacked_batches(), _loss_category(live):
         fakeify(model, live.move)
         opt, params = trace_optimizer(model, setup)
         warm_up(opt, params, setup, live)
