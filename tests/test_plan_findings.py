@@ -252,3 +252,23 @@ def test_an_admin_s_recent_plans_are_their_own_and_all_users_is_a_separate_view(
     assert "All users' plans" in labelled and "someone-else@example.com" in labelled
     app.user.is_admin = False
     assert app.client.get("/api/v1/plans", params={"all_users": "true"}).status_code == 403
+
+
+def test_a_reopened_plan_keeps_its_method_options_as_it_re_plans_and_launches(app: RouterApp) -> None:
+    """A plan made through the API with LoRA r 64 reopened on the page: a change re-plans with r 64 (not
+    the page's defaults) and Launch carries r 64 into the job form."""
+    body = {"model": "llama-3.1-8b", "methods": ["lora"], "seq_len": 1024, "method_config": {"lora": {"r": 64}}}
+    made = app.client.post("/api/v1/plan", json=body).json()
+    page = app.client.get(f"/plan?plan={made['id']}")
+    hidden = html.unescape(_first(r'name="method_config_json" value="([^"]+)"', page.text))
+    assert json.loads(hidden) == {"lora": {"r": 64}}
+    replanned = app.client.post("/plan/table", data={"model": "llama-3.1-8b", "seq_len": "1024", "methods": ["lora"],
+                                                     "method_config_json": hidden})
+    default = app.client.post("/plan/table", data={"model": "llama-3.1-8b", "seq_len": "1024", "methods": ["lora"]})
+    trainable = r'data-params="(\d+)"'
+    r64 = int(_first(trainable, _row(replanned.text, "lora")))
+    assert r64 == made["estimates"][0]["trainable_params"] == 8 * int(_first(trainable, _row(default.text, "lora")))
+    launch = html.unescape(_first(r'href="(/jobs/new\?[^"]+)"', _row(replanned.text, "lora")))
+    assert parse_qs(urlsplit(launch).query)["r"] == ["64"]
+    broken = app.client.post("/plan/table", data={**SHAPE, "method_config_json": "[1, 2]"})
+    assert broken.status_code == 422 and 'data-field="method_config"' in broken.text

@@ -13,7 +13,8 @@ class LoraOptions(TargetedOptions):
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input (0, peft's default: its masks "
                                                         "cost 3-10 % of a CPU step; 0.05 can help small datasets)")
     target_modules: TargetModules = Field(
-        "attention", description="minimal = q,v · attention = q,k,v,o · all-linear = attention + MLP, or module names"
+        "attention", description="minimal = q,v · attention = q,k,v,o · all-linear = every Linear but the head "
+                                 "(attention + MLP; attention only on mixture-of-experts models), or module names"
     )
     use_rslora: bool = Field(False, description="Scale by alpha / sqrt(r) (rank-stabilised LoRA)")
     optimizer: Optimizer = Field("adamw", description="adamw, adamw_8bit (bitsandbytes), sgd or adafactor")

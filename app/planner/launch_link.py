@@ -12,12 +12,13 @@ checkpointing for a method that cannot take it (the row says so too).
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.planner.catalog import Catalog
 from app.planner.caveats import as_the_job_runs
@@ -66,12 +67,33 @@ def _common(values: dict[str, Any]) -> dict[str, str]:
     return fields
 
 
+def method_config_of(values: dict[str, Any]) -> dict[str, Any]:
+    """Per-method options the page carries: a stored plan's, reopened (`method_config_json`, a hidden input).
+
+    The page has no option fields of its own; without this a reopened plan made through the API with
+    LoRA r 64 would re-plan, and launch, with r 8 at the first change."""
+    if isinstance(values.get("method_config"), dict):
+        return dict(values["method_config"])
+    text = _text(values.get("method_config_json"))
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        parsed = exc
+    if not isinstance(parsed, dict):
+        raise ValidationError.from_exception_data("PlanRequest", [InitErrorDetails(
+            type=PydanticCustomError("json_invalid", "method options must be a JSON object of method: options"),
+            loc=("method_config",), input=text[:100])])
+    return parsed
+
+
 def row_fields(method: str, values: dict[str, Any]) -> dict[str, str]:
     """One row's method, checkpointing, options and optimiser, as the job form's fields."""
     fields = {"method": method}
     checkpointing = values.get("gradient_checkpointing") is True or _text(values.get("gradient_checkpointing")) in CHECKED
-    options = (values.get("method_config") or {}).get(method) or {}
     try:
+        options = method_config_of(values).get(method) or {}
         setup = as_the_job_runs(TrainingSetup.build(
             method, options, optimizer=_text(values.get("optimizer")) or None, seq_len=1,
             gradient_checkpointing=checkpointing))

@@ -16,7 +16,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.planner.catalog import Catalog
 from app.planner.caveats import replans_to_mixed
-from app.planner.launch_link import launch_links
+from app.planner.launch_link import launch_links, method_config_of
 from app.schemas.plan import PlanRequest
 
 _API = PlanRequest.model_fields
@@ -60,6 +60,8 @@ def plan_request_from_form(values: dict[str, Any], mode: str = "instant") -> Pla
     if _text(values.get("dataset")):
         body["dataset"] = _text(values["dataset"])
         body.pop("dataset_tokens", None)
+    if method_config := method_config_of(values):
+        body["method_config"] = method_config
     body["gradient_checkpointing"] = _text(values.get("gradient_checkpointing")) in ("on", "true", "1", "True")
     if _text(values.get("precision")):
         body["precision"] = _text(values["precision"])

@@ -53,6 +53,7 @@ def _page_context(request: Request, session: Any, user: Any, catalog: DbCatalog,
             "gpus": catalog.gpus(), "datasets": list_datasets(session, user), "recent": plans,
             "all_users": all_users, "owners": owner_emails(session, plans) if all_users else {},
             "is_admin": bool(user.is_admin),
+            "defaults_link": page_link({k: v for k, v in values.items() if k != "method_config_json"}),
             "methods": PlanRequest.model_fields["methods"].default_factory()}  # type: ignore[misc]
 
 
@@ -122,6 +123,8 @@ async def plan_page(request: Request, session: SessionDep, user: CurrentUser, ca
     """The page; `?plan=<id>` reopens a stored plan, other query parameters pre-fill the form (nothing is stored)."""
     if record is not None:
         values = _values({k: v for k, v in record.request.items() if k not in ("method_config",)})
+        if record.request.get("method_config"):
+            values["method_config_json"] = json.dumps(record.request["method_config"], sort_keys=True)
         if isinstance(values.get("config"), dict):
             values["config_json"] = json.dumps(values.pop("config"), indent=1)
         known = {m.id for m in catalog.models()} | {m.id for m in list_models()}
