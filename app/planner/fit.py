@@ -24,7 +24,7 @@ from app.planner.architecture import Architecture
 from app.planner.catalog import Catalog, GpuSpec, Runtime
 from app.planner.caveats import OPTIMIZER_LABELS, job_optimizers
 from app.planner.compute import cost_for, flops_per_step, seconds_for
-from app.planner.estimate import runtime_overhead
+from app.planner.estimate import calibrated_peak, runtime_overhead
 from app.planner.memory import estimate_memory
 from app.planner.setup import TrainingSetup
 
@@ -57,9 +57,10 @@ class FitResult:
         return dataclasses.asdict(self)
 
 
-def _peak(arch: Architecture, setup: TrainingSetup, runtime: Runtime) -> int:
+def _peak(arch: Architecture, setup: TrainingSetup, runtime: Runtime, gpu: GpuSpec) -> int:
+    """The device peak on `gpu`, with its calibrated overhead where measured runs set one (as the plan's row)."""
     tensors = estimate_memory(arch, setup).peak
-    return tensors + runtime_overhead(tensors, runtime)
+    return calibrated_peak(tensors + runtime_overhead(tensors, runtime), runtime, gpu)
 
 
 def usable_bytes(gpu: GpuSpec, runtime: Runtime) -> int:
@@ -72,7 +73,7 @@ def largest_micro_batch(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, 
     budget = usable_bytes(gpu, runtime)
 
     def fits(batch: int) -> bool:
-        return _peak(arch, dataclasses.replace(setup, batch_size=batch), runtime) <= budget
+        return _peak(arch, dataclasses.replace(setup, batch_size=batch), runtime, gpu) <= budget
 
     if not fits(1):
         return 0
@@ -93,7 +94,8 @@ def _largest_divisor_that_fits(arch: Architecture, setup: TrainingSetup, gpu: Gp
     live through the whole step, so the peak is not the micro-batch's alone."""
     budget = usable_bytes(gpu, runtime)
     for d in sorted((d for d in range(1, min(target, limit) + 1) if target % d == 0), reverse=True):
-        if _peak(arch, dataclasses.replace(setup, batch_size=d, gradient_accumulation=target // d), runtime) <= budget:
+        split = dataclasses.replace(setup, batch_size=d, gradient_accumulation=target // d)
+        if _peak(arch, split, runtime, gpu) <= budget:
             return d
     return 0
 
@@ -107,10 +109,10 @@ def _trials(setup: TrainingSetup) -> list[TrainingSetup]:
             for o in optimizers]
 
 
-def _leanest(arch: Architecture, setup: TrainingSetup, target: int, runtime: Runtime) -> TrainingSetup:
+def _leanest(arch: Architecture, setup: TrainingSetup, target: int, runtime: Runtime, gpu: GpuSpec) -> TrainingSetup:
     """The configuration with the smallest peak: micro-batch 1, checkpointed, the leanest optimiser offered."""
     trials = [dataclasses.replace(t, batch_size=1, gradient_accumulation=target) for t in _trials(setup)]
-    return min(trials, key=lambda t: _peak(arch, t, runtime))
+    return min(trials, key=lambda t: _peak(arch, t, runtime, gpu))
 
 
 def _changes(before: TrainingSetup, after: TrainingSetup) -> list[str]:
@@ -142,7 +144,7 @@ def _best_split(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, runtime:
             continue
         largest = max(largest, micro)
         chosen = dataclasses.replace(trial, batch_size=micro, gradient_accumulation=target // micro)
-        seconds = seconds_for(flops_per_step(arch, chosen), gpu.bf16_tflops, gpu.utilisation.get(setup.method, 0.3))
+        seconds = seconds_for(flops_per_step(arch, chosen), gpu.bf16_tflops, gpu.utilisation_for(setup.method))
         if best is None or (seconds, rank) < (best[0], best[1]):
             best = (seconds, rank, chosen, largest)
     return None if best is None else (best[2], best[3])
@@ -153,8 +155,8 @@ def _longest_seq_len(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, run
     budget = usable_bytes(gpu, runtime)
 
     def fits(seq_len: int) -> bool:
-        lean = dataclasses.replace(_leanest(arch, setup, target, runtime), seq_len=seq_len)
-        return _peak(arch, lean, runtime) <= budget
+        lean = dataclasses.replace(_leanest(arch, setup, target, runtime, gpu), seq_len=seq_len)
+        return _peak(arch, lean, runtime, gpu) <= budget
 
     step = SEQ_STEP if setup.seq_len > SEQ_STEP else 8
     low, high = 1, (setup.seq_len - 1) // step  # in steps
@@ -179,13 +181,13 @@ def make_it_fit(arch: Architecture, setup: TrainingSetup, gpu: GpuSpec, runtime:
         found = _best_split(arch, dataclasses.replace(setup, seq_len=seq_len), gpu, runtime, target)
     if found is not None:
         chosen, largest = found
-        seconds = seconds_for(flops_per_step(arch, chosen), gpu.bf16_tflops, gpu.utilisation.get(setup.method, 0.3))
+        seconds = seconds_for(flops_per_step(arch, chosen), gpu.bf16_tflops, gpu.utilisation_for(setup.method))
         return FitResult(True, chosen.batch_size, chosen.gradient_accumulation, chosen.gradient_checkpointing,
-                         chosen.optimizer, chosen.seq_len, largest, _peak(arch, chosen, runtime),
+                         chosen.optimizer, chosen.seq_len, largest, _peak(arch, chosen, runtime, gpu),
                          usable_bytes(gpu, runtime), 0, round(seconds, 4),
                          round(cost_for(seconds, gpu.price_per_hour), 6), _changes(setup, chosen))
-    lean = _leanest(arch, setup, target, runtime)
-    peak = _peak(arch, lean, runtime)
+    lean = _leanest(arch, setup, target, runtime, gpu)
+    peak = _peak(arch, lean, runtime, gpu)
     usable = usable_bytes(gpu, runtime)
     return FitResult(False, lean.batch_size, lean.gradient_accumulation, lean.gradient_checkpointing, lean.optimizer,
                      lean.seq_len, 0, peak, usable, peak - usable, 0.0, 0.0, _changes(setup, lean),
@@ -205,10 +207,10 @@ def _no_fit_reason(arch: Architecture, asked: TrainingSetup, lean: TrainingSetup
              f"({gpu.memory_bytes / 2**30:.1f} GiB less the {100 * runtime.fit_margin:.0f}% margin)."]
     target = lean.gradient_accumulation
     fitting = [o.method for o in others if o.method != asked.method
-               and _peak(arch, _leanest(arch, o, target, runtime), runtime) <= usable]
+               and _peak(arch, _leanest(arch, o, target, runtime, gpu), runtime, gpu) <= usable]
     parts.append(f"Methods that fit {gpu.name} at these settings: {', '.join(fitting)}." if fitting else
                  f"No other method fits {gpu.name} at these settings either." if others else "")
-    larger = sorted((g for g in gpus if usable_bytes(g, runtime) >= peak),
+    larger = sorted((g for g in gpus if usable_bytes(g, runtime) >= _peak(arch, lean, runtime, g)),
                     key=lambda g: (g.memory_bytes, g.price_per_hour))
     if larger:
         parts.append(f"The smallest GPU in the catalog it fits: {larger[0].name} "
