@@ -39,6 +39,10 @@ def worker_cli_command(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "worker.cli", *argv]
 
 
+def serve_command() -> list[str]:
+    return [sys.executable, "-m", "worker.serve"]
+
+
 def worker_command(queues: str, name: str = "tunedeck@%h") -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
             "--concurrency", "1", "--loglevel", "INFO", "-n", name, "--without-gossip", "--without-mingle"]
@@ -101,7 +105,7 @@ def _init_bundled_model(env: dict[str, str]) -> None:
 
 
 def up() -> int:
-    """Embedded Redis (unless TUNEDECK_REDIS_URL is set), migrations, API and one worker."""
+    """Embedded Redis (unless TUNEDECK_REDIS_URL is set), migrations, API, one worker and the inference process."""
     from app.embedded_redis import free_port, start_redis
     from app.settings import get_settings
 
@@ -110,6 +114,7 @@ def up() -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TUNEDECK_DATA_DIR": str(data_dir)}
     children: list[subprocess.Popen[bytes]] = []
+    serve: _Restarted | None = None
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -131,6 +136,7 @@ def up() -> int:
         _init_bundled_model(env)
         children.append(subprocess.Popen(worker_command(settings.worker_queues), env=env))
         children.append(subprocess.Popen(api_command(settings.host, settings.port), env=env))
+        serve = _Restarted(serve_command(), env) if settings.serve else None
         _wait_for_api(settings.host, settings.port, children)
         print(f"Tunedeck is running at http://{settings.host}:{settings.port}  (Ctrl-C to stop)", flush=True)
         while not stopping:
@@ -139,13 +145,41 @@ def up() -> int:
                     print(f"{child.args[0] if isinstance(child.args, list) else child.args} exited "
                           f"with code {child.returncode}; stopping", file=sys.stderr, flush=True)
                     return 1
+            if serve is not None:
+                serve.check()
             time.sleep(0.5)
         return 0
     except subprocess.CalledProcessError as exc:
         print(f"start-up step failed: {exc}", file=sys.stderr)
         return 1
     finally:
+        if serve is not None:
+            _stop([serve.process])
         _stop(children)
+
+
+class _Restarted:
+    """The inference process: restarted when it dies (a crash or a kill mid-answer must not need a person),
+    with a growing pause when it keeps dying at once; training never depends on it."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command, self.env = command, env
+        self.pause = 1.0
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.started = time.monotonic()
+        return subprocess.Popen(self.command, env=self.env)
+
+    def check(self) -> None:
+        if self.process.poll() is None:
+            return
+        lived = time.monotonic() - self.started
+        self.pause = 1.0 if lived > 60 else min(self.pause * 2, 60.0)
+        print(f"the inference process exited with code {self.process.returncode}; restarting it in "
+              f"{self.pause:.0f} s", file=sys.stderr, flush=True)
+        time.sleep(self.pause)
+        self.process = self._start()
 
 
 def accounts(args: argparse.Namespace) -> int:
@@ -181,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--queues", help="comma-separated queues (default: TUNEDECK_WORKER_QUEUES)")
     worker.add_argument("--name", default="tunedeck@%h")
+    sub.add_parser("serve", help="run the inference process: base models held once, adapters on demand, "
+                                 "answers for /v1/chat/completions and the playground")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     create_user = sub.add_parser("create-user", help="add a user who can log in")
     create_user.add_argument("--email", required=True)
@@ -216,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, api_command(args.host or settings.host, args.port or settings.port))
     if args.command == "worker":
         os.execv(sys.executable, worker_command(args.queues or settings.worker_queues, args.name))
+    if args.command == "serve":
+        os.execv(sys.executable, serve_command())
     if args.command == "migrate":
         migrate()
         print("database is up to date")

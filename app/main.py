@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +32,8 @@ from app.db import get_engine
 from app.events.live_reader import LiveReaders
 from app.planner.db_catalog import seed_catalogs
 from app.methods import METHODS
+from app.openai_compat import errors as openai_errors
+from app.openai_compat import routes as openai_routes
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
 from app.web import account, calibration_page, job_estimate, pages, plan_pages
@@ -64,12 +68,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _login_required(request: Request, _exc: Exception) -> Response:
+    if openai_errors.is_openai_path(request):
+        return openai_errors.unauthenticated()
     if request.url.path.startswith("/api/"):
         return JSONResponse({"detail": "not authenticated"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.headers.get("hx-request"):
         return Response(status_code=401, headers={"HX-Redirect": "/login"})
     return RedirectResponse(f"/login?next={target}", status_code=303)
+
+
+def _validation_errors(ours: Any) -> Any:
+    """422 with pydantic's details for our API; OpenAI's 400 naming the parameter under /v1."""
+    async def handle(request: Request, exc: Exception) -> Response:
+        if openai_errors.is_openai_path(request):
+            assert isinstance(exc, RequestValidationError)
+            return openai_errors.validation_error(exc)
+        return await ours(request, exc)
+
+    return handle
+
+
+async def _http_errors(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if openai_errors.is_openai_path(request):
+        return openai_errors.http_error(exc.status_code, exc.detail)
+    return await http_exception_handler(request, exc)
 
 
 def create_app() -> FastAPI:
@@ -80,12 +104,15 @@ def create_app() -> FastAPI:
         description="Plan, launch and watch fine-tuning jobs of language models.",
         lifespan=lifespan,
     )
-    app.add_exception_handler(RequestValidationError, validation_handler(frozenset(METHODS)))
+    app.add_exception_handler(RequestValidationError, _validation_errors(validation_handler(frozenset(METHODS))))
     app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(HTTPException, _http_errors)
+    app.add_exception_handler(openai_errors.OpenAIError, openai_errors.openai_error_handler)
     guarded = [Depends(get_current_user), Depends(verify_csrf)]
     app.include_router(health.router)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/api/v1", dependencies=guarded)
+    app.include_router(openai_routes.router, prefix="/v1", dependencies=guarded)
     app.include_router(account.public)
     app.include_router(account.private, dependencies=guarded)
     app.include_router(pages.router, dependencies=guarded)

@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="Password of the first admin")
     admin_token: str | None = Field(None, description="API token seeded for the first admin (automation, tests)")
 
+    serve: bool = Field(True, description="`tunedeck up` also runs the inference process (`tunedeck serve`)")
+    serve_device: str = Field("auto", description="Where `tunedeck serve` runs models: auto (cuda if present), cpu, cuda")
+    serve_max_adapters: int = Field(8, ge=1, le=1000, description="Adapters and standalone models one inference "
+                                                                  "process keeps loaded (least recently used out)")
+    serve_max_batch: int = Field(8, ge=1, le=256, description="Requests one forward pass of the inference process serves")
+    serve_max_tokens: int = Field(1024, ge=1, le=1_000_000, description="Largest max_tokens a generation request may ask")
+    serve_timeout_seconds: float = Field(120.0, gt=0, description="How long the API waits for an answer (queue included)")
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
