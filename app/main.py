@@ -36,7 +36,7 @@ from app.openai_compat import errors as openai_errors
 from app.openai_compat import routes as openai_routes
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
-from app.web import account, calibration_page, job_estimate, pages, plan_pages
+from app.web import account, calibration_page, job_estimate, pages, plan_pages, playground
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ def create_app() -> FastAPI:
     app.include_router(job_estimate.router, dependencies=guarded)
     app.include_router(plan_pages.router, dependencies=guarded)
     app.include_router(calibration_page.router, dependencies=guarded)
+    app.include_router(playground.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(

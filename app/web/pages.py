@@ -25,6 +25,7 @@ from app.web.job_stream import page_frames
 from app.web.templating import templates
 from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
+from app.serving.client import live_servers
 from app.workers import live_workers
 from app.web import models_page
 from app.web.prompt_preview import preview_context
@@ -226,10 +227,12 @@ def checkpoints_fragment(request: Request, job: JobDep) -> HTMLResponse:
 async def workers_page(request: Request, session: SessionDep) -> HTMLResponse:
     try:
         workers = await live_workers(request.app.state.redis, session)
+        servers = await live_servers(request.app.state.redis)
         error = None
     except Exception as exc:  # noqa: BLE001 - shown on the page, not raised
-        workers, error = [], f"Cannot read worker heartbeats from Redis: {exc}"
-    return templates.TemplateResponse(request, "workers.html", {"workers": workers, "error": error})
+        workers, servers, error = [], [], f"Cannot read worker heartbeats from Redis: {exc}"
+    return templates.TemplateResponse(request, "workers.html", {"workers": workers, "servers": servers,
+                                                                "error": error})
 
 
 @router.get("/jobs/{job_id}/live")

@@ -63,6 +63,20 @@ class Stack:
 
         return self._spawn(name, worker_command(queues, f"{name}@%h"), extra_env)
 
+    def start_serve(self, name: str = "serve", extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`tunedeck serve`, waited for until its heartbeat is in Redis (the API then sends it requests)."""
+        import redis
+
+        from app.cli import serve_command
+        from app.serving.protocol import SERVER_KEY_PREFIX
+
+        proc = self._spawn(name, serve_command(), extra_env)
+        client = redis.Redis.from_url(self.redis_url)
+        wait_until(lambda: any(str(proc.pid) in k.decode() for k in client.keys(SERVER_KEY_PREFIX + "*")), 60,
+                   f"the inference process did not start; see {self.logs[name]}")
+        client.close()
+        return proc
+
     def start_api(self) -> subprocess.Popen:
         from app.cli import api_command
 

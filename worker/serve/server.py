@@ -182,6 +182,7 @@ class Server:
         rows = [row for _, (row, _) in prepared]
         slot = prepared[0][1][1]
         sampling = Sampling(first.temperature, first.top_p, first.seed)
+        log.info("batch of %d rows (%s)", len(rows), ", ".join(sorted({r.model.id for r in batch})))
         self.busy = True
         try:
             run_batch(slot.model, slot.tokenizer, rows, sampling, self.emit, self.cancelled,
