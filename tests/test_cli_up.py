@@ -125,7 +125,7 @@ def _stop_and_check(up: Up, send) -> None:  # type: ignore[no-untyped-def]
     children = up.descendants()
     up.tracked.extend(children)
     names = " ".join(" ".join(p.cmdline()) for p in children)
-    assert "redis-server" in names and "uvicorn" in names and "celery" in names, names
+    assert "redis-server" in names and "uvicorn" in names and "celery" in names and "worker.serve" in names, names
 
     started = time.monotonic()
     send(up.proc.pid)
@@ -157,3 +157,32 @@ def test_ctrl_c_stops_everything(up: Up) -> None:
 def test_sigint_to_the_main_process_stops_everything(up: Up) -> None:
     # `kill -INT <pid>`: only `tunedeck up` gets it and must pass it on.
     _stop_and_check(up, lambda pid: os.kill(pid, signal.SIGINT))
+
+
+def test_a_killed_inference_process_is_started_again(up: Up) -> None:
+    """`tunedeck serve` dying (a crash, an OOM kill) must not need a person: `up` starts a new one."""
+    up.wait_until_serving()
+
+    def serve_processes() -> list[psutil.Process]:
+        found = []
+        for proc in up.descendants():
+            try:
+                if "worker.serve" in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except psutil.Error:  # gone, or a zombie whose command line cannot be read
+                continue
+        return found
+
+    first = serve_processes()
+    assert len(first) == 1, [p.cmdline() for p in up.descendants()]
+    up.tracked.extend(first)
+    first[0].kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        again = [p for p in serve_processes() if p.pid != first[0].pid]
+        if again:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail(f"no new inference process within 30 s:\n{up.output()[-3000:]}")
+    assert "the inference process exited" in up.output() and up.proc.poll() is None

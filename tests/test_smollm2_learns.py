@@ -35,7 +35,14 @@ STEPS, EVERY, HELD_OUT, LEARNING_RATE = 30, 15, 20, 5e-4  # shorter than the for
 def learnt(tmp_path_factory: pytest.TempPathFactory, smollm2: Path) -> Iterator[dict[str, Any]]:
     with running_stack(tmp_path_factory.mktemp("smollm2-stack")) as stack:
         link_model(stack.data_dir, smollm2)
-        yield _run(stack)
+        stack.start_serve()  # issue 15: the playground and /v1 answer with this run's adapter
+        yield {**_run(stack), "stack": stack}
+
+
+@pytest.fixture(scope="module")
+def stack(learnt: dict[str, Any]) -> Stack:
+    """This module's stack, for the browser `page` fixture (logged in on it)."""
+    return learnt["stack"]
 
 
 def _run(stack: Stack) -> dict[str, Any]:
@@ -43,7 +50,7 @@ def _run(stack: Stack) -> dict[str, Any]:
     # The rest at its defaults, as the form launches it: LoRA r 8 on attention, micro-batch 1, seq_len 512.
     body = {"model": "smollm2-135m-instruct", "dataset": EXTRACTION_DATASET_ID, "method": "lora",
             "hyperparameters": {"max_steps": STEPS, "learning_rate": LEARNING_RATE, "eval_count": HELD_OUT,
-                                "eval_every": EVERY, "sample_every": EVERY}}
+                                "eval_every": EVERY, "sample_every": EVERY, "checkpoint_every": EVERY}}
     started = time.monotonic()
     with stack.client() as client:
         created = client.post("/api/v1/jobs", json=body)
@@ -129,3 +136,93 @@ def test_tunedeck_generate_answers_a_user_message_through_the_recorded_format(le
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == sample["completion"].strip()  # what the trainer's own greedy sample said
+
+
+# -- Issue 15: the trained adapter served (one base, many adapters) and tried in the playground ---------------
+
+@pytest.fixture(scope="module")
+def second_job(learnt: dict[str, Any]) -> str:
+    """A second, short LoRA job on SmolLM2 (other targets, rank 4): a second adapter of a second job."""
+    body = {"model": "smollm2-135m-instruct", "dataset": EXTRACTION_DATASET_ID, "method": "lora",
+            "method_config": {"r": 4, "target_modules": "minimal"},
+            "hyperparameters": {"max_steps": 3, "learning_rate": LEARNING_RATE, "seq_len": 256}}
+    with learnt["stack"].client() as client:
+        created = client.post("/api/v1/jobs", json=body)
+        assert created.status_code == 201, created.text
+        assert read_events(client, created.json()["id"], timeout=600)[-1]["data"]["status"] == "succeeded"
+    return str(created.json()["id"])
+
+
+def _rss(stack: Stack) -> int:
+    with stack.client() as client:
+        return int(client.get("/api/v1/workers").json()["inference"][0]["rss_bytes"])
+
+
+def test_one_inference_process_holds_the_base_once_for_two_adapters_of_two_jobs(
+        learnt: dict[str, Any], second_job: str) -> None:
+    """Acceptance 2: resident memory grows by about the adapters' size, not by a base per adapter."""
+    import openai
+
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    stack = learnt["stack"]
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+
+    def ask(model: str) -> str:
+        return client.chat.completions.create(model=model, temperature=0, max_tokens=8,
+                                              messages=[{"role": "user", "content": "Hello"}]).choices[0].message.content
+
+    ask("smollm2-135m-instruct")  # the base loaded and one generation's buffers made
+    time.sleep(2.5)  # the next heartbeats carry the memory after it
+    with_base = _rss(stack)
+    adapters = [f"ft:smollm2-135m-instruct:{learnt['job']['id']}", f"ft:smollm2-135m-instruct:{second_job}"]
+    for model in adapters:
+        ask(model)
+    time.sleep(2.5)
+    with_adapters = _rss(stack)
+    with stack.client() as api:
+        held = api.get("/api/v1/workers").json()["inference"][0]
+    assert set(adapters) <= set(held["adapters"]) and len(held["bases"]) == 1
+    base_bytes = 134_515_008 * 4  # SmolLM2-135M's parameters in float32
+    adapter_bytes = sum((stack.data_dir / "jobs" / job / "artifact" / "adapter_model.safetensors").stat().st_size
+                        for job in (learnt["job"]["id"], second_job))
+    growth = with_adapters - with_base
+    print(f"\ninference process RSS: {with_base / 2**20:.0f} MiB with the base, {with_adapters / 2**20:.0f} MiB with "
+          f"two adapters (+{growth / 2**20:.1f} MiB; adapter files {adapter_bytes / 2**20:.1f} MiB; "
+          f"a base is {base_bytes / 2**20:.0f} MiB)")
+    assert growth < 0.15 * base_bytes, growth
+
+
+def test_the_playground_streams_base_adapter_and_checkpoint_side_by_side(page: Any, learnt: dict[str, Any]) -> None:
+    """Acceptance 4: three columns stream in Chromium; the adapter gives the trained answer, the base does not."""
+    from playwright.sync_api import expect
+
+    rows = {row["input"]: row for row in extraction_rows()}
+    job_id = learnt["job"]["id"]
+    page.goto(f"/jobs/{job_id}")
+    page.locator("#try-it").click()
+    page.wait_for_url("**/playground?model=*")
+    model = f"ft:smollm2-135m-instruct:{job_id}"
+    expect(page.locator("#pg-column-0")).to_have_value("smollm2-135m-instruct")
+    expect(page.locator("#pg-column-1")).to_have_value(model)
+    expect(page.locator("#pg-column-2")).to_have_value(f"{model}:ckpt-{EVERY}")
+    prompts = page.locator("#held-out-prompts button")
+    expect(prompts.first).to_be_visible()
+    # A held-out prompt the trained model answers exactly (the samples say which).
+    right = [(rows[s], sample) for sample in _final_samples(learnt) for s in rows
+             if s in sample["prompt"] and sample["completion"].strip() == rows[s]["output"]]
+    assert right
+    row = right[0][0]
+    texts = [prompts.nth(i).get_attribute("data-text") for i in range(prompts.count())]
+    index = texts.index(f"{row['instruction']}\n\n{row['input']}")
+    prompts.nth(index).click()
+    page.get_by_label("Max tokens").fill("48")
+    page.locator("#pg-run").click()
+    columns = page.locator("#columns .column")
+    expect(columns).to_have_count(3)
+    for i in range(3):
+        expect(columns.nth(i).locator(".stats [data-finish]")).to_be_visible(timeout=120_000)
+    answers = [columns.nth(i).locator(".answer").inner_text() for i in range(3)]
+    assert answers[1].strip() == row["output"], answers
+    assert answers[0].strip() != row["output"] and answers[0].strip(), answers
+    assert float(columns.nth(1).locator(".tps").get_attribute("data-tps")) > 0

@@ -150,7 +150,8 @@ class Server:
         tok = slot.tokenizer
         try:
             if request.messages is not None:
-                ids = list(tok.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True,
+                ids = list(tok.apply_chat_template(request.messages, chat_template=slot.chat_template,
+                                                   add_generation_prompt=True, tokenize=True,
                                                    return_dict=True)["input_ids"])
             else:
                 ids = list(tok(request.prompt or "")["input_ids"])
@@ -227,6 +228,8 @@ def main() -> int:
 
     def stop(_signum: int, _frame: object) -> None:
         server.stopping.set()
+
+    import peft  # noqa: F401 - loaded once at start (with bitsandbytes): the first adapter request pays no import
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
