@@ -200,3 +200,76 @@ def test_the_workers_api_reports_the_inference_process_memory(served: dict[str, 
         page = client.get("/workers")
     assert inference[0]["rss_bytes"] > 50 * 2**20 and inference[0]["device"] == "cpu"
     assert 'id="inference"' in page.text and f'data-server="{inference[0]["name"]}"' in page.text
+
+
+@pytest.fixture(scope="module")
+def standalone_jobs(served: dict[str, Any]) -> dict[str, str]:
+    """A prompt-tuning, a bottleneck-adapter and a full fine-tuning job: models that are not LoRA adapters."""
+    stack, jobs = served["stack"], {}
+    with stack.client() as client:
+        for method in ("prompt", "adapters", "full"):
+            body = {**job_body(method=method, hyperparameters={"max_steps": 3}), "method_config": {}}
+            created = client.post("/api/v1/jobs", json=body)
+            assert created.status_code == 201, created.text
+            jobs[method] = created.json()["id"]
+        for job_id in jobs.values():
+            assert read_events(client, job_id)[-1]["data"]["status"] == "succeeded", stack.log_tails()
+    return jobs
+
+
+@pytest.mark.parametrize("method", ["prompt", "adapters", "full"])
+def test_prompt_bottleneck_and_full_models_are_served_as_tunedeck_generate_answers(
+        served: dict[str, Any], standalone_jobs: dict[str, str], method: str) -> None:
+    """Each loaded whole (its own copy of the base), answering what `tunedeck generate` answers."""
+    from worker.generate import generate_text
+
+    stack, job_id = served["stack"], standalone_jobs[method]
+    expected = generate_text(str(_download(stack, job_id)), str(stack.data_dir / "models" / "demo"), QUESTION,
+                             max_new_tokens=12)
+    assert _ask(_openai(stack), f"ft:demo:{job_id}", max_tokens=12) == expected
+
+
+def test_many_concurrent_requests_all_answer_while_healthz_stays_quick(served: dict[str, Any]) -> None:
+    stack, models = served["stack"], served["ids"]
+    answers: dict[int, str] = {}
+
+    def ask(index: int) -> None:
+        answers[index] = _ask(_openai(stack, timeout=120), models[index % 2], stream=index % 2 == 0, max_tokens=24)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    slowest = 0.0
+    with httpx.Client(base_url=stack.base_url, timeout=10) as http:
+        while any(t.is_alive() for t in threads):
+            started = time.perf_counter()
+            assert http.get("/healthz").status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            time.sleep(0.1)
+    assert len(answers) == 12 and all(answers.values())
+    assert answers[0] == answers[2] and answers[1] == answers[3]  # the same greedy text, batched or not
+    assert slowest < 1.0, slowest
+
+
+def test_a_request_nobody_answers_ends_at_its_timeout(served: dict[str, Any]) -> None:
+    """The API's reader gives up at the request's deadline (TUNEDECK_SERVE_TIMEOUT_SECONDS) with a 504."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from app.serving.client import InferenceFailed, replies
+
+    async def wait_for_nothing() -> InferenceFailed:
+        redis = Redis.from_url(served["stack"].redis_url)
+        try:
+            async for _ in replies(redis, "never-sent", time.time() + 1.5):
+                pass
+        except InferenceFailed as exc:
+            return exc
+        finally:
+            await redis.aclose()
+        raise AssertionError("no timeout")
+
+    started = time.monotonic()
+    failed = asyncio.run(wait_for_nothing())
+    assert failed.status == 504 and "timeout" in failed.message and time.monotonic() - started < 5
