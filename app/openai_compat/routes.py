@@ -118,6 +118,17 @@ async def _chunks(stream: AsyncIterator[tuple[str, dict[str, Any]]], make: Any, 
     yield _sse("[DONE]")
 
 
+def _streaming(stream: AsyncIterator[tuple[str, dict[str, Any]]], body: ChatCompletionRequest | CompletionRequest,
+               chunk: Any, envelope: dict[str, Any]) -> StreamingResponse:
+    """The SSE response; with `stream_options.include_usage`, a last chunk with no choices and the usage."""
+    def usage(values: dict[str, Any]) -> dict[str, Any]:
+        return {**envelope, "choices": [], "usage": {k: int(v) for k, v in values.items()}}
+
+    include = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(_chunks(stream, chunk, usage, include), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def _usage(done: dict[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in done["usage"].items()}
 
@@ -138,17 +149,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, sessio
     def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
         delta: dict[str, Any] = {"role": "assistant", "content": ""} if text is None else \
             ({"content": text} if text else {})
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                "system_fingerprint": None,
+        return {**envelope, "system_fingerprint": None,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
-    def usage(values: dict[str, Any]) -> dict[str, Any]:
-        return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                "choices": [], "usage": {k: int(v) for k, v in values.items()}}
-
-    include = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(_chunks(stream, chunk, usage, include), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    envelope = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": body.model}
+    return _streaming(stream, body, chunk, envelope)
 
 
 @router.post("/completions", response_model=None)
@@ -165,13 +170,7 @@ async def completions(body: CompletionRequest, request: Request, session: Sessio
     def chunk(text: str | None, finish: str | None) -> dict[str, Any] | None:
         if text is None:
             return None
-        return {"id": rid, "object": "text_completion", "created": created, "model": body.model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+        return {**envelope, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
 
-    def usage(values: dict[str, Any]) -> dict[str, Any]:
-        return {"id": rid, "object": "text_completion", "created": created, "model": body.model, "choices": [],
-                "usage": {k: int(v) for k, v in values.items()}}
-
-    include = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(_chunks(stream, chunk, usage, include), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    envelope = {"id": rid, "object": "text_completion", "created": created, "model": body.model}
+    return _streaming(stream, body, chunk, envelope)

@@ -90,9 +90,11 @@ def _page_context(session: Session, user: User, params: dict[str, str]) -> dict[
         base = next(iter(groups), "")
     options = groups.get(base, [])
     columns = [base, chosen if match else "", ""]
-    if match:  # the job's newest checkpoint as the third column, when it has one
-        checkpoints = [o["id"] for o in options if o["id"].startswith(chosen + ":ckpt-")]
-        columns[2] = checkpoints[0] if checkpoints else ""
+    if match:  # the third column: the job's newest checkpoint before its last step (the last is the adapter)
+        steps = sorted(int(o["id"].rsplit("-", 1)[1]) for o in options if o["id"].startswith(chosen + ":ckpt-"))
+        job = session.get(Job, match.group("job"))
+        earlier = [step for step in steps if job is None or step < job.step] or steps
+        columns[2] = f"{chosen}:ckpt-{earlier[-1]}" if earlier else ""
     return {"groups": groups, "base": base, "options": options, "columns": columns,
             "samples": held_out_prompts(session, user, chosen) if match else [],
             "max_tokens_cap": get_settings().serve_max_tokens, "values": {"temperature": "0", "max_tokens": "128"}}
