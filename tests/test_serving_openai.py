@@ -273,3 +273,15 @@ def test_a_request_nobody_answers_ends_at_its_timeout(served: dict[str, Any]) ->
     started = time.monotonic()
     failed = asyncio.run(wait_for_nothing())
     assert failed.status == 504 and "timeout" in failed.message and time.monotonic() - started < 5
+
+
+def test_a_stop_sequence_cuts_the_answer_before_it(served: dict[str, Any]) -> None:
+    client, model = _openai(served["stack"]), served["ids"][1]
+    full = _ask(client, model, max_tokens=24)
+    stop = full[3:5]
+    assert len(stop) == 2 and stop.strip(), full
+    for stream in (False, True):
+        assert _ask(client, model, stream=stream, max_tokens=24, stop=[stop]) == full[:full.find(stop)]
+    answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
+                                            temperature=0, max_tokens=24, stop=stop)
+    assert answer.choices[0].finish_reason == "stop"

@@ -19,7 +19,9 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-Emit = Callable[[str, str, dict[str, Any]], None]  # (request id, reply kind, data)
+Message = tuple[str, str, dict[str, Any]]  # (request id, reply kind, data)
+# Send these messages and say which of these live request ids were cancelled: one Redis round trip a step.
+Exchange = Callable[[list[Message], list[str]], set[str]]
 
 
 @dataclass
@@ -54,10 +56,11 @@ class Sampling:
 class _Rows(BaseStreamer, StoppingCriteria):
     """The streamer `generate` feeds every step's tokens to, and the per-row stopping criterion."""
 
-    def __init__(self, rows: list[Row], tokenizer: PreTrainedTokenizerBase, eos: set[int], emit: Emit,
-                 cancelled: Callable[[list[str]], set[str]]) -> None:
-        self.rows, self.tokenizer, self.eos, self.emit, self.cancelled = rows, tokenizer, eos, emit, cancelled
+    def __init__(self, rows: list[Row], tokenizer: PreTrainedTokenizerBase, eos: set[int], exchange: Exchange) -> None:
+        self.rows, self.tokenizer, self.eos, self.exchange = rows, tokenizer, eos, exchange
+        self.outbox: list[Message] = []
         self.prompt_seen = False
+        self.started = time.perf_counter()
         self.holdback = max((len(s) for r in rows for s in r.stop), default=1) - 1
 
     # -- BaseStreamer ----------------------------------------------------------------
@@ -77,7 +80,8 @@ class _Rows(BaseStreamer, StoppingCriteria):
             if row.finish is None and len(row.tokens) >= row.max_new_tokens:
                 self._finish(row, "length")
         live = [r.request_id for r in self.rows if r.finish is None]
-        gone = self.cancelled(live) if live else set()
+        gone = self.exchange(self.outbox, live) if live or self.outbox else set()
+        self.outbox = []
         for row in self.rows:
             if row.request_id in gone:
                 row.finish, row.finished_at = "cancelled", time.perf_counter()
@@ -86,6 +90,9 @@ class _Rows(BaseStreamer, StoppingCriteria):
         for row in self.rows:
             if row.finish is None:
                 self._finish(row, "length")
+        if self.outbox:
+            self.exchange(self.outbox, [])
+            self.outbox = []
 
     # -- StoppingCriteria ------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
@@ -98,12 +105,9 @@ class _Rows(BaseStreamer, StoppingCriteria):
 
     def _advance(self, row: Row) -> None:
         text = self._text(row)
-        for stop in row.stop:
-            at = text.find(stop, max(0, row.sent - len(stop) + 1))
-            if at >= 0:
-                self._send(row, text[:at])
-                row.finish, row.finished_at = "stop", time.perf_counter()
-                return
+        if any(text.find(stop, max(0, row.sent - len(stop) + 1)) >= 0 for stop in row.stop):
+            self._finish(row, "stop")
+            return
         safe = len(text) - (self.holdback if row.stop else 0)
         while safe > row.sent and text[safe - 1] == "\ufffd":  # a multi-byte character not yet whole
             safe -= 1
@@ -111,19 +115,28 @@ class _Rows(BaseStreamer, StoppingCriteria):
 
     def _send(self, row: Row, text: str) -> None:
         if len(text) > row.sent:
-            self.emit(row.request_id, "delta", {"text": text[row.sent:]})
+            self.outbox.append((row.request_id, "delta", {"text": text[row.sent:]}))
             row.sent = len(text)
 
     def _finish(self, row: Row, reason: str) -> None:
-        """The rest of the text (what `decode` gives for every token, up to a stop string), then done."""
+        """The rest of the text (what `decode` gives for every token, up to a stop string), then `done` at once:
+        a row that ends early in a batch is answered without waiting for the others."""
         text = self._text(row)
         self._send(row, text[:min((at for s in row.stop if (at := text.find(s)) >= 0), default=len(text))])
         row.finish, row.finished_at = reason, time.perf_counter()
+        seconds = max(row.finished_at - self.started, 1e-9)
+        completion = len(row.tokens) + int(row.eos)
+        self.outbox.append((row.request_id, "done", {
+            "finish_reason": reason,
+            "usage": {"prompt_tokens": len(row.input_ids), "completion_tokens": completion,
+                      "total_tokens": len(row.input_ids) + completion},
+            "seconds": round(seconds, 4), "tokens_per_second": round(len(row.tokens) / seconds, 2),
+            "batch_size": len(self.rows)}))
 
 
 def run_batch(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[Row], sampling: Sampling,
-              emit: Emit, cancelled: Callable[[list[str]], set[str]], exclusive_adapter: str | None = None) -> None:
-    """Generate every row to its end; emits `delta` chunks as they come and one `done` per row."""
+              exchange: Exchange, exclusive_adapter: str | None = None) -> None:
+    """Generate every row to its end; sends `delta` chunks as they come and one `done` per row as it ends."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = model.generation_config.eos_token_id if hasattr(model, "generation_config") else None
     eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else [])
@@ -133,7 +146,7 @@ def run_batch(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: 
     device = next(model.parameters()).device
     input_ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in rows], device=device)
-    tracker = _Rows(rows, tokenizer, eos, emit, cancelled)
+    tracker = _Rows(rows, tokenizer, eos, exchange)  # its clock starts here: prefill counts in tokens/s
     kwargs: dict[str, Any] = {"max_new_tokens": max(r.max_new_tokens for r in rows), "pad_token_id": pad,
                               "streamer": tracker, "stopping_criteria": StoppingCriteriaList([tracker])}
     if sampling.greedy:
@@ -146,17 +159,5 @@ def run_batch(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: 
         model.set_adapter(exclusive_adapter)
     elif any(r.adapter is not None for r in rows):
         kwargs["adapter_names"] = [r.adapter for r in rows]
-    started = time.perf_counter()
     with torch.inference_mode():
         model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-    for row in rows:
-        if row.finish == "cancelled":
-            continue
-        seconds = max(row.finished_at - started, 1e-9)
-        completion = len(row.tokens) + int(row.eos)
-        emit(row.request_id, "done", {
-            "finish_reason": row.finish or "length",
-            "usage": {"prompt_tokens": len(row.input_ids), "completion_tokens": completion,
-                      "total_tokens": len(row.input_ids) + completion},
-            "seconds": round(seconds, 4), "tokens_per_second": round(len(row.tokens) / seconds, 2),
-            "batch_size": len(rows)})

@@ -69,21 +69,23 @@ class Server:
         self.started_at = time.time()
 
     # -- replies ------------------------------------------------------------------------
+    def exchange(self, messages: list[tuple[str, str, dict[str, Any]]], live: list[str]) -> set[str]:
+        """Write `messages` to their reply streams and read which `live` requests were cancelled, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for request_id, kind, data in messages:
+            key = reply_key(request_id)
+            pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=5000, approximate=True)
+            pipe.expire(key, REPLY_TTL_SECONDS)
+        for request_id in live:
+            pipe.exists(cancel_key(request_id))
+        flags = pipe.execute()[2 * len(messages):]
+        return {rid for rid, gone in zip(live, flags) if gone}
+
     def emit(self, request_id: str, kind: str, data: dict[str, Any]) -> None:
-        key = reply_key(request_id)
-        pipe = self.redis.pipeline()
-        pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=5000, approximate=True)
-        pipe.expire(key, REPLY_TTL_SECONDS)
-        pipe.execute()
+        self.exchange([(request_id, kind, data)], [])
 
     def fail(self, request_id: str, status: int, message: str, **extra: Any) -> None:
         self.emit(request_id, "error", error_data(status, message, **extra))
-
-    def cancelled(self, request_ids: list[str]) -> set[str]:
-        pipe = self.redis.pipeline()
-        for rid in request_ids:
-            pipe.exists(cancel_key(rid))
-        return {rid for rid, gone in zip(request_ids, pipe.execute()) if gone}
 
     # -- heartbeat ----------------------------------------------------------------------
     def info(self) -> ServerInfo:
@@ -186,7 +188,7 @@ class Server:
         log.info("batch of %d rows (%s)", len(rows), ", ".join(sorted({r.model.id for r in batch})))
         self.busy = True
         try:
-            run_batch(slot.model, slot.tokenizer, rows, sampling, self.emit, self.cancelled,
+            run_batch(slot.model, slot.tokenizer, rows, sampling, self.exchange,
                       exclusive_adapter=slot.adapter if slot.exclusive else None)
         except Exception as exc:  # noqa: BLE001 - every row of the batch gets the error, the server goes on
             log.exception("generation failed")
