@@ -86,6 +86,9 @@ class ModelHolder:
 
     def __init__(self, device: str, max_loaded: int) -> None:
         self.device = device
+        # bf16 on a GPU (as every serving stack runs it); float32 on the CPU, where it is also what
+        # `tunedeck generate` and the README's loading code use, so greedy answers are the same text.
+        self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.max_loaded = max(1, max_loaded)
         self._bases: dict[str, _Base] = {}
         self._standalone: dict[str, torch.nn.Module] = {}
@@ -115,7 +118,7 @@ class ModelHolder:
         base = self._bases.get(path)
         if base is None:
             log.info("loading base model %s", path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
             base = self._bases[path] = _Base(path, model)
         return base
 
@@ -155,7 +158,7 @@ class ModelHolder:
 
             log.info("loading standalone model %s from %s", served.id, served.path)
             model, _ = load_artifact(Path(served.path), served.base_path, quantize=False)
-            self._standalone[served.id] = model.to(self.device).eval()
+            self._standalone[served.id] = model.to(self.device, self.dtype).eval()
         self._used(served.id, None)
         tok, template = self.tokenizer(served.tokenizer_path)
         return Slot(f"standalone:{served.id}", self._standalone[served.id], tok, template)
