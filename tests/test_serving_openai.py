@@ -285,3 +285,21 @@ def test_a_stop_sequence_cuts_the_answer_before_it(served: dict[str, Any]) -> No
     answer = client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
                                             temperature=0, max_tokens=24, stop=stop)
     assert answer.choices[0].finish_reason == "stop"
+
+
+def test_beyond_max_adapters_the_least_recently_used_adapter_is_evicted_and_comes_back(served: dict[str, Any]) -> None:
+    """TUNEDECK_SERVE_MAX_ADAPTERS = 1: loading a second adapter evicts the first; asking for it again reloads it."""
+    from app.serving.protocol import ServedModel
+    from worker.serve.models import ModelHolder
+
+    stack = served["stack"]
+    base = str(stack.data_dir / "models" / "demo")
+    holder = ModelHolder("cpu", max_loaded=1)
+    models = [ServedModel(id=model, kind="adapter", base_path=base, path=str(_download(stack, job)),
+                          tokenizer_path=base) for model, job in zip(served["ids"], served["jobs"])]
+    first = holder.slot(models[0])
+    holder.slot(models[1])
+    assert holder.holding() == {"bases": [base], "standalone": [], "adapters": [served["ids"][1]]}
+    assert first.adapter not in holder.slot(models[1]).model.peft_config  # unloaded from peft, not only forgotten
+    holder.slot(models[0])
+    assert holder.holding()["adapters"] == [served["ids"][0]]
