@@ -176,4 +176,6 @@ class ModelHolder:
                 self._standalone.pop(old, None)
             else:
                 name, _ = self._bases[old_base].adapters.pop(old)
-                self._bases[old_base].model.delete_adapter(name)
+                with warnings.catch_warnings():  # peft says which adapter it made active instead: none is used
+                    warnings.filterwarnings("ignore", message=".*was active which is now deleted.*")
+                    self._bases[old_base].model.delete_adapter(name)
