@@ -14,8 +14,19 @@ pytestmark = pytest.mark.unit
 def test_eval_options_are_validated() -> None:
     with pytest.raises(ValueError, match="either eval_fraction or eval_count"):
         Hyperparameters(eval_fraction=0.1, eval_count=10)
+    from pydantic import TypeAdapter
+
+    from app.schemas.jobs import JobCreate
+
+    body = {"model": "demo", "dataset": "demo", "method": "lora"}
     with pytest.raises(ValueError, match="eval_every needs held-out rows"):
-        Hyperparameters(eval_every=10)
+        TypeAdapter(JobCreate).validate_python({**body, "hyperparameters": {"eval_every": 10}})
+    with_file = TypeAdapter(JobCreate).validate_python({**body, "validation_dataset": "other",
+                                                        "hyperparameters": {"eval_every": 10}})
+    assert with_file.validation_dataset == "other"
+    with pytest.raises(ValueError, match="either validation_dataset or eval_fraction"):
+        TypeAdapter(JobCreate).validate_python({**body, "validation_dataset": "other",
+                                                "hyperparameters": {"eval_count": 5}})
     hp = Hyperparameters()
     assert (hp.checkpoint_every, hp.keep_checkpoints, hp.eval_every, hp.sample_every) == (50, 3, 0, 0)
     for name in ("checkpoint_every", "keep_checkpoints", "eval_fraction", "eval_count", "eval_every", "sample_every"):

@@ -56,6 +56,10 @@ def write_spec(job: Job) -> tuple[Path, Path]:
         if dataset is None:
             raise LookupError(f"dataset {job.dataset_id} no longer exists")
         dataset_path = storage.absolute(dataset.path)
+        held = job.config.get("validation_dataset")
+        validation = session.get(Dataset, held) if held else None
+        if held and validation is None:
+            raise LookupError(f"validation dataset {held} no longer exists")
         recorded = recorded_checkpoint(session, job.id) if job.resume else None
     directory = storage.job_dir(job.id)
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,6 +70,7 @@ def write_spec(job: Job) -> tuple[Path, Path]:
         "job_id": job.id,
         "model_path": resolve_model_path(job.model),
         "dataset_path": str(dataset_path),
+        "validation_path": str(storage.absolute(validation.path)) if validation is not None else None,
         "output_dir": str(output_dir),
         "merged_dir": str(directory / "merged"),
         "checkpoint_dir": str(directory / "checkpoints"),

@@ -61,23 +61,47 @@ def normalise_row(row: Any, fmt: str) -> dict[str, Any]:
     return {"messages": _messages(row)}
 
 
-def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Chat turns; OpenAI's fine-tuning rows as they are: text parts joined, `name` kept out of the prompt
+    (chat templates do not read it), `weight` 0 on an assistant turn (not trained on) honoured."""
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RowError("field `messages` must be a non-empty list")
-    out: list[dict[str, str]] = []
+    for key in ("tools", "functions"):
+        if key in row:
+            raise RowError(f"field `{key}`: tool and function calling rows are not supported (train on text turns)")
+    out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise RowError(f"`messages[{i}]` must be an object with `role` and `content`")
-        role, content = message.get("role"), message.get("content")
+        role, content = message.get("role"), _content(message.get("content"), i)
         if role not in CHAT_ROLES:
             raise RowError(f"`messages[{i}].role` must be one of system, user, assistant (got {role!r})")
-        if not isinstance(content, str):
-            raise RowError(f"`messages[{i}].content` must be a string")
-        out.append({"role": role, "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        raise RowError("`messages` has no assistant turn to learn from")
+        for key in ("tool_calls", "function_call"):
+            if message.get(key):
+                raise RowError(f"`messages[{i}].{key}`: tool and function calls are not supported")
+        turn: dict[str, Any] = {"role": role, "content": content}
+        if "weight" in message:
+            weight = message["weight"]
+            if role != "assistant" or weight not in (0, 1) or isinstance(weight, bool):
+                raise RowError(f"`messages[{i}].weight` must be 0 or 1, on an assistant turn")
+            if weight == 0:
+                turn["weight"] = 0
+        out.append(turn)
+    if not any(m["role"] == "assistant" and m.get("weight", 1) for m in out):
+        raise RowError("`messages` has no assistant turn to learn from" + (
+            " (every assistant turn has weight 0)" if any(m["role"] == "assistant" for m in out) else ""))
     return out
+
+
+def _content(value: Any, index: int) -> str:
+    """A turn's text: a string, or OpenAI's list of `{"type": "text", "text": ...}` parts."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(p, dict) and p.get("type") == "text"
+                                                 and isinstance(p.get("text"), str) for p in value):
+        return "".join(p["text"] for p in value)
+    raise RowError(f"`messages[{index}].content` must be a string (or a list of text parts)")
 
 
 def _json_type(value: Any) -> str:

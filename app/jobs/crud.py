@@ -99,6 +99,13 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     dataset = session.get(Dataset, body.dataset)
     if dataset is None or not can_see(owner, dataset.owner_id):
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
+    if body.validation_dataset is not None:
+        held = session.get(Dataset, body.validation_dataset)
+        if held is None or not can_see(owner, held.owner_id):
+            raise FieldError(("validation_dataset",), f"no dataset with id {body.validation_dataset!r}")
+        if held.format != dataset.format:
+            raise FieldError(("validation_dataset",), f"its rows are {held.format}, the training rows "
+                                                      f"{dataset.format}: evaluate on rows of the same format")
     eval_count = body.hyperparameters.eval_count
     if eval_count is not None and eval_count >= dataset.rows:
         raise FieldError(

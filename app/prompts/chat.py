@@ -80,10 +80,16 @@ def render_chat(template: str, messages: list[dict[str, str]], *, add_generation
         raise ChatTemplateError(f"the chat template failed: {exc}") from exc
 
 
-def row_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+def trained_turn(messages: list[dict[str, Any]]) -> int | None:
+    """The index of the assistant turn a chat row trains on: the last one not marked `weight` 0
+    (OpenAI's fine-tuning rows); None when there is none."""
+    return max((i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1)), default=None)
+
+
+def row_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     """A row as chat turns: instruction [+ input] or prompt is the user's turn, the answer the assistant's."""
     if "messages" in row:
-        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        return [{k: m[k] for k in ("role", "content", "weight") if k in m} for m in row["messages"]]
     if "instruction" in row:
         extra = (row.get("input") or "").strip()
         user = row["instruction"] + (f"\n\n{row['input']}" if extra else "")
@@ -98,9 +104,12 @@ def split_chat(template: str, messages: list[dict[str, str]],
     """(prompt, answer, closed): the turns before the last assistant turn plus the generation prompt,
     then that turn's content and the template's end of turn (e.g. `<|im_end|>`), trailing whitespace cut.
 
+    The trained turn is the last assistant turn not marked `weight` 0 (OpenAI's rows); turns after it
+    are not context for it and are left out.
+
     `closed` is False when the template writes nothing after the content (the caller then adds eos).
     """
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    last = trained_turn(messages)
     if last is None:
         raise ChatTemplateError("the conversation has no assistant turn to learn")
     prompt = render_chat(template, messages[:last], add_generation_prompt=True, special_tokens=special_tokens)

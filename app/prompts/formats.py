@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.prompts.chat import ChatTemplateError, row_messages, split_chat
+from app.prompts.chat import ChatTemplateError, row_messages, split_chat, trained_turn
 
 PromptFormat = Literal["chat_template", "alpaca", "plain"]
 PROMPT_FORMATS: tuple[str, ...] = ("chat_template", "alpaca", "plain")
@@ -51,8 +51,9 @@ class Rendered:
     eos: bool  # the tokenizer's eos follows the answer (a chat template's end of turn does instead)
 
 
-def _chat_context(messages: list[dict[str, str]]) -> tuple[str, str]:
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+def _chat_context(messages: list[dict[str, Any]]) -> tuple[str, str]:
+    last = trained_turn(messages)
+    assert last is not None  # validated on upload (app.datasets.formats)
     context = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages[:last])
     return context + "<|assistant|>\n", messages[last]["content"]
 
@@ -83,7 +84,8 @@ def plain_pair(row: dict[str, Any]) -> tuple[str, str]:
         extra = row.get("input") or ""
         return row["instruction"] + (f"\n{extra}" if extra.strip() else ""), row["output"]
     messages = row["messages"]
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    last = trained_turn(messages)
+    assert last is not None  # validated on upload (app.datasets.formats)
     return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"]
 
 

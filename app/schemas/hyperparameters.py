@@ -94,9 +94,12 @@ class Hyperparameters(BaseModel):
             self.max_steps = MAX_STEPS
         if self.eval_fraction is not None and self.eval_count is not None:
             raise ValueError("give either eval_fraction or eval_count, not both")
-        if self.eval_every and self.eval_fraction is None and self.eval_count is None:
-            raise ValueError("eval_every needs held-out rows: set eval_fraction or eval_count")
         return self
+
+    @property
+    def holds_out(self) -> bool:
+        """Rows of the training dataset are held out for evaluation."""
+        return self.eval_fraction is not None or self.eval_count is not None
 
     def total_steps(self, rows: int) -> int:
         """Optimizer steps to run; an epoch count is rounded up so the last rows are seen."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model
+from pydantic import BaseModel, ConfigDict, Field, computed_field, create_model, model_validator
 
 from app.methods import REGISTRY, MethodOptions
 from app.schemas.hyperparameters import Hyperparameters, hyperparameters_for
@@ -20,13 +20,28 @@ ModelRef = Annotated[
 ]
 
 
+DatasetRef = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
 class JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", max_length=200)
     model: ModelRef
-    dataset: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    dataset: DatasetRef
+    validation_dataset: DatasetRef | None = Field(
+        None, description="A dataset of its own to evaluate on (instead of rows held out of `dataset`)")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+    @model_validator(mode="after")
+    def _evaluation_rows(self) -> "JobBase":
+        hp = self.hyperparameters
+        if self.validation_dataset is not None and hp.holds_out:
+            raise ValueError("give either validation_dataset or eval_fraction/eval_count, not both")
+        if hp.eval_every and not hp.holds_out and self.validation_dataset is None:
+            raise ValueError("eval_every needs held-out rows: set eval_fraction or eval_count, or a "
+                             "validation_dataset")
+        return self
 
 
 class MethodJobCreate(JobBase):

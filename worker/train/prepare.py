@@ -88,7 +88,10 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase, model: torch.
     events.log(f"Prompt format: {prompt_format}" + ("" if hp.prompt_format else
                " (the default: the model's chat template when its tokenizer has one, else alpaca)"))
     examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len, prompt_format)
-    examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
+    if spec.validation_path is not None:  # a validation dataset of its own: every training row trains
+        held_out, _ = load_examples(spec.validation_path, tokenizer, hp.seq_len, prompt_format)
+    else:
+        examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
     total_steps = hp.total_steps(len(examples))
     events.log(
         f"Dataset: {len(examples)} training rows" + (f", {len(held_out)} held out for evaluation" if held_out else "")

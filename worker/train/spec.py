@@ -53,6 +53,7 @@ class TrainSpec(BaseModel):
     job_id: str
     model_path: str
     dataset_path: Path
+    validation_path: Path | None = None  # the rows to evaluate on, when the job has a validation dataset
     output_dir: Path
     # Where the merged model goes for methods that have one (LoRA, DoRA, QLoRA); none if unset.
     merged_dir: Path | None = None
