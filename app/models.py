@@ -81,12 +81,16 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSING = "pausing"  # stopping at a checkpoint on request; then paused
+    PAUSED = "paused"  # stopped at a checkpoint; resuming continues from it
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 # A worker holds the job (its lease is renewed) while it is in one of these.
-ACTIVE_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLING)
-JOB_STATUSES = tuple(JobStatus)  # queued, running, cancelling, succeeded, failed, cancelled
+# Where a job's live event stream ends: the run is over, or paused (resuming opens a new stretch of events).
+STREAM_END_STATUSES = TERMINAL_STATUSES | {JobStatus.PAUSED}
+ACTIVE_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.PAUSING)
+JOB_STATUSES = tuple(JobStatus)  # queued, running, cancelling, succeeded, failed, cancelled, pausing, paused
 
 
 class Job(SQLModel, table=True):
@@ -111,6 +115,10 @@ class Job(SQLModel, table=True):
     attempt: int = 0
     worker: str | None = None
     cancel_requested: bool = False
+    pause_requested: bool = Field(default=False, description="The stop asked for is a pause: it ends paused, not cancelled")
+    api_extras: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"),
+                                       description="What an API client gave beside the job's config (OpenAI's "
+                                                   "metadata, suffix, method body)")
     lease_expires_at: datetime | None = Field(default=None, description="The running attempt's lease; past it, the worker is presumed dead")
     enqueued_at: datetime | None = None
     resume: bool = Field(default=True, description="Continue from the last checkpoint when there is one")

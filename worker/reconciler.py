@@ -63,7 +63,8 @@ def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str
     for job in lost:
         job_id, attempt, status = job.id, job.attempt, job.status
         if job.cancel_requested or attempt >= settings.max_attempts:
-            final = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+            stopped = JobStatus.PAUSED if job.pause_requested else JobStatus.CANCELLED
+            final = stopped if job.cancel_requested else JobStatus.FAILED
             error = None if job.cancel_requested else f"worker lost (attempt {attempt} of {settings.max_attempts})"
             values = {"status": final, "error": error, "finished_at": now, "lease_expires_at": None}
             event = {"status": final, **({"error": error} if error else {})}

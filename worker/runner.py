@@ -44,10 +44,20 @@ def claim(job_id: str, worker: str) -> Job | None:
         return session.get(Job, job_id)
 
 
-def cancel_requested(job_id: str) -> bool:
+def cancel_requested(job_id: str) -> bool | str:
+    """Whether the job was asked to stop: `pausing` when the stop is a pause, True for a cancel."""
     with Session(get_engine()) as session:
         job = session.get(Job, job_id)
-        return bool(job and job.cancel_requested)
+        if job is None or not job.cancel_requested:
+            return False
+        return JobStatus.PAUSING if job.pause_requested else True
+
+
+def pause_requested(job_id: str) -> bool:
+    """The stop was a pause: the job ends paused (resumable from its checkpoint), not cancelled."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        return bool(job and job.pause_requested)
 
 
 def write_spec(job: Job) -> tuple[Path, Path]:
@@ -139,7 +149,7 @@ def run_job(job_id: str, worker: str) -> str:
             log.warning("job %s: attempt %s superseded by another attempt", job_id, job.attempt)
             relay.close()
             return "superseded"
-        final = _final_values(outcome, output_dir)
+        final = _final_values(job_id, outcome, output_dir)
     except Exception as exc:  # noqa: BLE001 - whatever happens, the job ends with a status and a reason
         log.exception("job %s failed before training", job_id)
         final = {"status": JobStatus.FAILED, "error": str(exc) or type(exc).__name__}
@@ -152,12 +162,12 @@ def run_job(job_id: str, worker: str) -> str:
     return str(final["status"])  # a plain string: Celery logs the task's result by its repr
 
 
-def _final_values(outcome: TrainerOutcome, output_dir: Path) -> dict[str, Any]:
+def _final_values(job_id: str, outcome: TrainerOutcome, output_dir: Path) -> dict[str, Any]:
     values: dict[str, Any] = {"summary": outcome.summary}
     if outcome.summary.get("peak_memory_bytes") is not None:
         values["peak_memory_bytes"] = int(outcome.summary["peak_memory_bytes"])
     if outcome.cancelled:
-        values["status"] = JobStatus.CANCELLED
+        values["status"] = JobStatus.PAUSED if pause_requested(job_id) else JobStatus.CANCELLED
     elif outcome.returncode == 0 and output_dir.is_dir():
         values["status"] = JobStatus.SUCCEEDED
         values["artifact_path"] = storage.relative(output_dir)

@@ -39,7 +39,7 @@ def _kill_group(proc: subprocess.Popen[str], sig: int) -> None:
 def run_trainer(
     spec_path: Path,
     emit: Callable[[str, dict[str, Any]], object],
-    should_cancel: Callable[[], bool],
+    should_cancel: Callable[[], bool | str],
     grace_seconds: float,
     env: dict[str, str] | None = None,
 ) -> TrainerOutcome:
@@ -93,7 +93,7 @@ def _handle_line(line: str, emit: Callable[[str, dict[str, Any]], object], outco
 
 def _watch_cancel(
     proc: subprocess.Popen[str],
-    should_cancel: Callable[[], bool],
+    should_cancel: Callable[[], bool | str],
     grace_seconds: float,
     done: threading.Event,
     outcome: TrainerOutcome,
@@ -108,8 +108,9 @@ def _watch_cancel(
         if not cancel:
             continue
         outcome.cancelled = True
-        emit(EventKind.STATUS, {"status": JobStatus.CANCELLING})
-        emit(EventKind.LOG, {"message": "Cancel requested: stopping at the next step"})
+        pausing = cancel == JobStatus.PAUSING  # a pause stops the same way; it ends paused, not cancelled
+        emit(EventKind.STATUS, {"status": JobStatus.PAUSING if pausing else JobStatus.CANCELLING})
+        emit(EventKind.LOG, {"message": f"{'Pause' if pausing else 'Cancel'} requested: stopping at the next step"})
         _kill_group(proc, signal.SIGTERM)
         if not done.wait(grace_seconds):
             emit(EventKind.LOG, {"message": f"Trainer did not stop within {grace_seconds:.0f}s: killed"})

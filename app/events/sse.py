@@ -27,7 +27,7 @@ from app.events.live_reader import (
     RedisUnavailable,
 )
 from app.events.store import events_after
-from app.models import TERMINAL_STATUSES, Job
+from app.models import STREAM_END_STATUSES, Job
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def json_frames(events: AsyncIterator[Event | str]) -> AsyncIterator[str]:
 
 
 def is_terminal(kind: str, data: dict[str, Any]) -> bool:
-    return kind == EventKind.STATUS and data.get("status") in TERMINAL_STATUSES
+    return kind == EventKind.STATUS and data.get("status") in STREAM_END_STATUSES
 
 
 def _stored_after(job_id: str, after: int) -> tuple[list[tuple[int, str, dict[str, Any]]], str | None]:
@@ -80,9 +80,9 @@ async def _events_in_order(reader: JobStreamReader, job_id: str, cursor: int) ->
                 yield seq, kind, data
                 cursor = seq
                 # A retried job has events after its old terminal status: only the last one ends the stream.
-                if is_terminal(kind, data) and index == len(stored) - 1 < 499 and status in TERMINAL_STATUSES:
+                if is_terminal(kind, data) and index == len(stored) - 1 < 499 and status in STREAM_END_STATUSES:
                     return
-            if status is None or (not stored and status in TERMINAL_STATUSES):
+            if status is None or (not stored and status in STREAM_END_STATUSES):
                 return
             if len(stored) >= 500:
                 continue
@@ -108,5 +108,5 @@ async def _events_in_order(reader: JobStreamReader, job_id: str, cursor: int) ->
                 break
             yield event
             cursor = event.seq
-            if is_terminal(event.kind, event.data) and await run_in_threadpool(_job_status, job_id) in TERMINAL_STATUSES:
+            if is_terminal(event.kind, event.data) and await run_in_threadpool(_job_status, job_id) in STREAM_END_STATUSES:
                 return

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from app.events.kinds import EventKind
-from app.models import TERMINAL_STATUSES
+from app.models import STREAM_END_STATUSES
 
 STREAM_TTL_AFTER_END = 3600
 
@@ -36,5 +36,5 @@ def publish(redis: Any, job_id: str, seq: int, kind: str, data: dict[str, Any], 
     """Append one event (sync client). Raises redis errors; callers decide what losing live delivery means."""
     key = stream_key(job_id)
     redis.xadd(key, entry_fields(kind, data), id=f"0-{seq}", maxlen=maxlen, approximate=True)
-    if kind == EventKind.STATUS and data.get("status") in TERMINAL_STATUSES:
+    if kind == EventKind.STATUS and data.get("status") in STREAM_END_STATUSES:
         redis.expire(key, STREAM_TTL_AFTER_END)

@@ -157,40 +157,53 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    """A queued job is cancelled on the spot; a running one is asked to stop at its next step."""
-    if job.status in TERMINAL_STATUSES:
+    """A queued or paused job is cancelled on the spot; a running one is asked to stop at its next step."""
+    return _stop(session, job, pause=False)
+
+
+def pause_job(session: Session, job: Job) -> Job:
+    """Stop at a checkpoint and wait to be resumed: a queued job is paused on the spot (it never started);
+    a running one finishes its step, saves a checkpoint and ends `paused` (a cancel's stop, another end)."""
+    return _stop(session, job, pause=True)
+
+
+def _stop(session: Session, job: Job, *, pause: bool) -> Job:
+    if job.status in TERMINAL_STATUSES or (pause and job.status in (JobStatus.PAUSED, JobStatus.PAUSING)):
         return job
-    queued = session.exec(  # type: ignore[call-overload]
-        update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
+    waiting = (JobStatus.QUEUED,) if pause else (JobStatus.QUEUED, JobStatus.PAUSED)
+    at_once = JobStatus.PAUSED if pause else JobStatus.CANCELLED
+    stopped = session.exec(  # type: ignore[call-overload]
+        update(Job).where(Job.id == job.id, Job.status.in_(waiting))  # type: ignore[attr-defined]
+        .values(status=at_once, cancel_requested=True, pause_requested=pause,
+                finished_at=None if pause else utcnow())
     )
-    if queued.rowcount == 1:
+    if stopped.rowcount == 1:
         session.commit()
-        session.refresh(job)
-        append_events(session, job.id, [(EventKind.STATUS, {"status": JobStatus.CANCELLED})])
+        append_events(session, job.id, [(EventKind.STATUS, {"status": at_once})])
         session.commit()
     else:
         session.exec(  # type: ignore[call-overload]
-            update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING)
-            .values(status=JobStatus.CANCELLING, cancel_requested=True)
+            update(Job).where(Job.id == job.id, Job.status.in_((JobStatus.RUNNING, JobStatus.PAUSING)))  # type: ignore[attr-defined]
+            .values(status=JobStatus.PAUSING if pause else JobStatus.CANCELLING, cancel_requested=True,
+                    pause_requested=pause)
         )
         session.commit()
     session.refresh(job)
     return job
 
 
-RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED})
 
 
 def retry_job(session: Session, job: Job, *, fresh: bool = False) -> Job | None:
-    """Queue a failed or cancelled job again; it resumes from its last checkpoint unless `fresh`.
+    """Queue a failed, cancelled or paused job again; it resumes from its last checkpoint unless `fresh`.
 
     None when the job is not in a state that can be retried (the caller answers 409).
     """
     changed = session.exec(  # type: ignore[call-overload]
         update(Job).where(Job.id == job.id, Job.status.in_(RETRYABLE))  # type: ignore[attr-defined]
-        .values(status=JobStatus.QUEUED, cancel_requested=False, error=None, finished_at=None,
-                resume=not fresh)
+        .values(status=JobStatus.QUEUED, cancel_requested=False, pause_requested=False, error=None,
+                finished_at=None, resume=not fresh)
     )
     if changed.rowcount != 1:
         session.rollback()

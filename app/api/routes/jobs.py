@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import CurrentUser, JobDep, SessionDep, StreamJobDep
 from app.api.errors import field_error
 from app.jobs.artifacts import artifact_zip
-from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, retry_job, to_public
+from app.jobs.crud import FieldError, cancel_job, create_job, list_jobs, pause_job, retry_job, to_public
 from app.models import JOB_STATUSES
 from app.schemas.jobs import JobCreate, JobPublic, JobsPublic
 
@@ -52,6 +52,25 @@ def get_job(job: JobDep) -> JobPublic:
 def post_cancel(job: JobDep, session: SessionDep) -> JobPublic:
     """Cancel a queued job at once, or ask a running one to stop at its next step."""
     return to_public(cancel_job(session, job))
+
+
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def post_pause(job: JobDep, session: SessionDep) -> JobPublic:
+    """Pause: a queued job at once; a running one saves a checkpoint at its next step and ends `paused`."""
+    if job.status not in ("queued", "running", "pausing", "paused"):
+        raise HTTPException(409, detail=f"only a queued or running job can be paused (this one is {job.status})")
+    return to_public(pause_job(session, job))
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def post_resume(job: JobDep, session: SessionDep) -> JobPublic:
+    """Queue a paused job again; it continues from the checkpoint it paused at."""
+    if job.status != "paused":
+        raise HTTPException(409, detail=f"only a paused job can be resumed (this one is {job.status})")
+    resumed = retry_job(session, job)
+    if resumed is None:
+        raise HTTPException(409, detail="the job changed state meanwhile; reload it")
+    return to_public(resumed)
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)
