@@ -33,6 +33,8 @@ from app.events.live_reader import LiveReaders
 from app.planner.db_catalog import seed_catalogs
 from app.methods import METHODS
 from app.openai_compat import errors as openai_errors
+from app.openai_compat import fine_tuning as openai_fine_tuning
+from app.openai_compat import files as openai_files
 from app.openai_compat import routes as openai_routes
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
@@ -112,7 +114,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     for router in API_ROUTERS:
         app.include_router(router, prefix="/api/v1", dependencies=guarded)
-    app.include_router(openai_routes.router, prefix="/v1", dependencies=guarded)
+    for router in (openai_routes.router, openai_files.router, openai_fine_tuning.router):
+        app.include_router(router, prefix="/v1", dependencies=guarded)
     app.include_router(account.public)
     app.include_router(account.private, dependencies=guarded)
     app.include_router(pages.router, dependencies=guarded)

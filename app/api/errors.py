@@ -18,7 +18,7 @@ def field_error(exc: FieldError) -> HTTPException:
     )
 
 
-def _clean_loc(loc: tuple[Any, ...] | list[Any], tags: frozenset[str]) -> list[Any]:
+def clean_loc(loc: tuple[Any, ...] | list[Any], tags: frozenset[str]) -> list[Any]:
     """Drop the discriminator tag pydantic puts in union locations: `body.lora.r` -> `body.method_config.r`."""
     parts = list(loc)
     if len(parts) > 1 and parts[0] == "body" and parts[1] in tags:
@@ -31,7 +31,7 @@ def validation_handler(tags: frozenset[str]):  # type: ignore[no-untyped-def]
         errors = []
         for error in exc.errors():
             error = dict(error)
-            error["loc"] = _clean_loc(error.get("loc", ()), tags)
+            error["loc"] = clean_loc(error.get("loc", ()), tags)
             if error.get("type") in {"union_tag_invalid", "union_tag_not_found"}:
                 error["loc"] = [*error["loc"], "method"]
                 error["msg"] = f"method must be one of: {', '.join(sorted(tags))}"

@@ -79,3 +79,25 @@ def list_datasets(session: Session, user: User) -> list[Dataset]:
     if not user.is_admin:
         stmt = stmt.where(or_(Dataset.owner_id == user.id, Dataset.owner_id.is_(None)))  # type: ignore[union-attr]
     return list(session.exec(stmt.order_by(Dataset.created_at.desc())))  # type: ignore[attr-defined]
+
+
+class DatasetInUse(Exception):
+    """A queued, running or paused job trains or evaluates on the dataset: deleting it would fail that job."""
+
+
+STILL_NEEDED = ("queued", "running", "cancelling", "pausing", "paused")
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    """Remove the row and the file; refused (`DatasetInUse`, naming the jobs) while a job still needs it."""
+    from app.models import Job
+
+    jobs = session.exec(select(Job).where(Job.status.in_(STILL_NEEDED))).all()  # type: ignore[attr-defined]
+    users = [j.id for j in jobs if dataset.id in (j.dataset_id, (j.config or {}).get("validation_dataset"))]
+    if users:
+        raise DatasetInUse(f"dataset {dataset.id} is used by {len(users)} job(s) not finished yet "
+                           f"({', '.join(users[:5])}); cancel them or wait for them to end")
+    path = storage.absolute(dataset.path)
+    session.delete(dataset)
+    session.commit()
+    path.unlink(missing_ok=True)
