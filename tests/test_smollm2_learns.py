@@ -1,5 +1,5 @@
 """Fine-tuning visibly works (issue 12): LoRA on SmolLM2-135M-Instruct, run by a real worker through a
-real Redis, learns the built-in extraction task; held-out exact match goes from the base model's (0 %)
+real Redis (created through the OpenAI-compatible API, issue 16), learns the built-in extraction task; held-out exact match goes from the base model's (0 %)
 to about 80 % (README), and the samples are the readable JSON answers.
 
 A stack of its own: linking SmolLM2 into the shared stack would make it every other test's default model.
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from app.demo_extraction import EXTRACTION_DATASET_ID, extraction_rows
+from app.methods import get_spec
 from tests.helpers.api import read_events
 from tests.helpers.load_adapter import run_readme_snippet
 from tests.helpers.prompts import link_model
@@ -46,16 +47,33 @@ def stack(learnt: dict[str, Any]) -> Stack:
 
 
 def _run(stack: Stack) -> dict[str, Any]:
-    """The finished job, its events, and its adapter download unzipped."""
-    # The rest at its defaults, as the form launches it: LoRA r 8 on attention, micro-batch 1, seq_len 512.
-    body = {"model": "smollm2-135m-instruct", "dataset": EXTRACTION_DATASET_ID, "method": "lora",
-            "hyperparameters": {"max_steps": STEPS, "learning_rate": LEARNING_RATE, "eval_count": HELD_OUT,
-                                "eval_every": EVERY, "sample_every": EVERY, "checkpoint_every": EVERY}}
+    """The finished job, its events, and its adapter download unzipped.
+
+    The job is made as an OpenAI script makes one (issue 16): the task's rows uploaded as a chat JSONL with
+    `client.files.create`, the job created with `client.fine_tuning.jobs.create` and polled to its end.
+    The rest at its defaults, as the form launches it: LoRA r 8 on attention, micro-batch 1, seq_len 512."""
+    import openai
+
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+    chat = "".join(json.dumps({"messages": [{"role": "user", "content": f"{r['instruction']}\n\n{r['input']}"},
+                                            {"role": "assistant", "content": r["output"]}]}) + "\n"
+                   for r in extraction_rows())
     started = time.monotonic()
+    upload = sdk.files.create(file=("extraction.jsonl", io.BytesIO(chat.encode())), purpose="fine-tune")
+    created = sdk.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct", training_file=upload.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "batch_size": 1, "learning_rate_multiplier": LEARNING_RATE / get_spec("lora").learning_rate}}},
+        extra_body={"tunedeck": {"hyperparameters": {"max_steps": STEPS, "eval_count": HELD_OUT, "eval_every": EVERY,
+                                                     "sample_every": EVERY, "checkpoint_every": EVERY}}})
+    deadline = time.monotonic() + 900
+    while (done := sdk.fine_tuning.jobs.retrieve(created.id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, done
+        time.sleep(2)
+    job_id = created.id
     with stack.client() as client:
-        created = client.post("/api/v1/jobs", json=body)
-        assert created.status_code == 201, created.text
-        job_id = created.json()["id"]
         events = read_events(client, job_id, timeout=900)
         wall_seconds = time.monotonic() - started
         job = client.get(f"/api/v1/jobs/{job_id}").json()
@@ -64,7 +82,7 @@ def _run(stack: Stack) -> dict[str, Any]:
     if download.status_code == 200:
         zipfile.ZipFile(io.BytesIO(download.content)).extractall(adapter)
     return {"job": job, "events": events, "wall_seconds": wall_seconds, "adapter": adapter,
-            "cwd": stack.data_dir}
+            "cwd": stack.data_dir, "openai_job": done}
 
 
 def test_the_job_succeeds_with_the_chat_template(learnt: dict[str, Any]) -> None:
@@ -226,3 +244,20 @@ def test_the_playground_streams_base_adapter_and_checkpoint_side_by_side(page: A
     assert answers[1].strip() == row["output"], answers
     assert answers[0].strip() != row["output"] and answers[0].strip(), answers
     assert float(columns.nth(1).locator(".tps").get_attribute("data-tps")) > 0
+
+
+def test_the_fine_tuned_model_gives_the_trained_answer_through_the_openai_client(learnt: dict[str, Any]) -> None:
+    """Issue 16, acceptance 1: `chat.completions.create(model=job.fine_tuned_model, ...)` answers as trained."""
+    import openai
+
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    done = learnt["openai_job"]
+    assert done.status == "succeeded" and done.fine_tuned_model == f"ft:smollm2-135m-instruct:{done.id}"
+    rows = {row["input"]: row for row in extraction_rows()}
+    row = next(rows[s] for sample in _final_samples(learnt) for s in rows
+               if s in sample["prompt"] and sample["completion"].strip() == rows[s]["output"])
+    sdk = openai.OpenAI(base_url=f"{learnt['stack'].base_url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+    answer = sdk.chat.completions.create(model=done.fine_tuned_model, temperature=0, max_tokens=64, messages=[
+        {"role": "user", "content": f"{row['instruction']}\n\n{row['input']}"}])
+    assert answer.choices[0].message.content.strip() == row["output"]
