@@ -5,6 +5,7 @@ state-changing request on a cookie session needs a CSRF token.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +23,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from app.api.deps import get_current_user
 from app.api.errors import validation_handler
-from app.api.routes import datasets, events, health, job_history, jobs, models, plan, plans, workers
+from app.api.routes import datasets, events, health, job_history, jobs, models, plan, plans, webhooks, workers
 from app.auth.csrf import verify_csrf
 from app.auth.secret import session_secret
 from app.auth.sessions import LoginRequired
@@ -38,12 +39,13 @@ from app.openai_compat import files as openai_files
 from app.openai_compat import routes as openai_routes
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
-from app.web import account, calibration_page, job_estimate, pages, plan_pages, playground
+from app.webhooks.sender import run_sender
+from app.web import account, calibration_page, job_estimate, pages, plan_pages, playground, webhooks_page
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 API_ROUTERS = (datasets.router, jobs.router, job_history.router, events.router, models.router, workers.router,
-               plan.router, plans.router)
+               plan.router, plans.router, webhooks.router)
 
 
 REDIS_MAX_CONNECTIONS = 10_000
@@ -57,6 +59,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = Redis.from_url(settings.resolved_redis_url, socket_connect_timeout=2,
                                      max_connections=REDIS_MAX_CONNECTIONS)
     app.state.live = LiveReaders(app.state.redis)
+    stop_sender = asyncio.Event()
+    sender = asyncio.create_task(run_sender(stop_sender), name="webhook sender")
     try:
         ensure_demo_dataset()
         with Session(get_engine()) as session:
@@ -65,6 +69,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception as exc:  # noqa: BLE001 - the API still answers; /healthz names the database
         log.error("first-start data not written (run `tunedeck migrate`?): %s", exc)
     yield
+    stop_sender.set()
+    await asyncio.wait([sender], timeout=5)
     await app.state.live.close()
     await app.state.redis.aclose()
 
@@ -123,6 +129,7 @@ def create_app() -> FastAPI:
     app.include_router(plan_pages.router, dependencies=guarded)
     app.include_router(calibration_page.router, dependencies=guarded)
     app.include_router(playground.router, dependencies=guarded)
+    app.include_router(webhooks_page.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(

@@ -194,3 +194,38 @@ class ModelTrust(SQLModel, table=True):
     model_id: str = Field(primary_key=True, max_length=255, description="`demo`, a folder under DATA_DIR/models, or a hub id")
     granted_by: str | None = Field(default=None, max_length=64, description="the admin's user id")
     granted_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a user wants to hear that their jobs ended (app/webhooks/)."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=64)
+    owner_id: str = Field(max_length=64, index=True)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100, description="whsec_<base64 key>: signs every delivery (Standard Webhooks)")
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allow_local: bool = Field(default=False, description="An admin allowed loopback/link-local addresses")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, sent until it is answered 2xx or has used its attempts (the outbox)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=64, description="msg_<hex>: the webhook-id header, the same on retries")
+    endpoint_id: str = Field(max_length=64, index=True)
+    job_id: str = Field(max_length=64, index=True)
+    event_type: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16, description="pending | delivered | failed")
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    locked_until: datetime | None = Field(default=None, description="A sender holds it until then")
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, description="Password of the first admin")
     admin_token: str | None = Field(None, description="API token seeded for the first admin (automation, tests)")
 
+    webhook_retry_seconds: float = Field(10.0, gt=0, description="First pause before a failed webhook delivery "
+                                                                 "is sent again (doubling each time, at most an hour)")
+    webhook_max_attempts: int = Field(8, ge=1, le=100, description="Attempts before a webhook delivery is failed")
+
     serve: bool = Field(True, description="`tunedeck up` also runs the inference process (`tunedeck serve`)")
     serve_device: str = Field("auto", description="Where `tunedeck serve` runs models: auto (cuda if present), cpu, cuda")
     serve_max_adapters: int = Field(8, ge=1, le=1000, description="Adapters and standalone models one inference "

@@ -23,6 +23,7 @@ from app.dispatch import enqueue_job
 from app.events.kinds import EventKind
 from app.events.store import append_events, store_batch
 from app.events.stream import parse_entry, publish, stream_key
+from app.webhooks.outbox import record_job_end
 from app.models import ACTIVE_STATUSES, Job, JobStatus, utcnow
 from app.settings import get_settings
 from worker.fork_guard import no_fork_inside
@@ -76,6 +77,7 @@ def _requeue_lost_running(session: Session, redis: Redis) -> list[tuple[str, str
         if changed.rowcount != 1:
             session.rollback()
             continue
+        record_job_end(session, job_id, str(values["status"]))  # webhooks (none for a re-queue), same transaction
         try:
             _salvage_live_events(session, redis, job)
         except Exception as exc:  # noqa: BLE001 - Redis lost its data too: the database history stands

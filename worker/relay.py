@@ -16,6 +16,7 @@ from sqlmodel import Session
 from app.db import get_engine
 from app.events.store import store_batch
 from app.events.stream import publish
+from app.webhooks.outbox import record_job_end
 from app.models import Job
 from app.settings import get_settings
 
@@ -81,7 +82,10 @@ class EventRelay:
             store_batch(session, self.job_id, batch)
             if job_values:
                 fence = [Job.attempt == attempt] if attempt is not None else []
-                session.exec(update(Job).where(Job.id == self.job_id, *fence).values(**job_values))  # type: ignore[call-overload]
+                changed = session.exec(update(Job).where(Job.id == self.job_id, *fence)  # type: ignore[call-overload]
+                                       .values(**job_values))
+                if changed.rowcount == 1 and "status" in job_values:
+                    record_job_end(session, self.job_id, str(job_values["status"]))  # webhooks, same transaction
             session.commit()
         self._pending = []  # only once stored: a failed flush is retried with the same events
 

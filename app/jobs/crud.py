@@ -14,6 +14,7 @@ from app.events.store import append_events
 from app.jobs.artifacts import available_downloads
 from app.methods import MethodError, check_against, check_seq_len, get_spec, missing_requirements
 from app.events.kinds import EventKind
+from app.webhooks.outbox import record_job_end
 from app.models import TERMINAL_STATUSES, Dataset, Job, JobStatus, User, utcnow
 from app.planner.architecture import Architecture, ArchitectureError
 from app.planner.job_plan import job_plan
@@ -178,6 +179,7 @@ def _stop(session: Session, job: Job, *, pause: bool) -> Job:
                 finished_at=None if pause else utcnow())
     )
     if stopped.rowcount == 1:
+        record_job_end(session, job.id, at_once)  # webhooks, in the transaction that ends the job
         session.commit()
         append_events(session, job.id, [(EventKind.STATUS, {"status": at_once})])
         session.commit()

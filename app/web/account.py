@@ -9,8 +9,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.api.deps import CurrentUser, SessionDep
 from app.auth.csrf import verify_csrf
 from app.auth.sessions import log_in, log_out
-from app.auth.users import authenticate, create_token, list_tokens, revoke_token
+from app.auth.users import authenticate, create_token, revoke_token
 from app.web.templating import templates
+from app.web.webhooks_page import settings_context
 
 public = APIRouter(include_in_schema=False, dependencies=[Depends(verify_csrf)])
 private = APIRouter(include_in_schema=False)
@@ -50,7 +51,7 @@ def logout(request: Request, session: SessionDep) -> RedirectResponse:
 
 @private.get("/settings", response_class=HTMLResponse)
 def settings_page(request: Request, session: SessionDep, user: CurrentUser) -> HTMLResponse:
-    return templates.TemplateResponse(request, "settings.html", {"tokens": list_tokens(session, user), "new_token": None})
+    return templates.TemplateResponse(request, "settings.html", settings_context(session, user))
 
 
 @private.post("/settings/tokens", response_class=HTMLResponse)
@@ -58,7 +59,7 @@ def new_token(
     request: Request, session: SessionDep, user: CurrentUser, name: Annotated[str, Form(max_length=100)] = ""
 ) -> HTMLResponse:
     _, plain = create_token(session, user, name)
-    context = {"tokens": list_tokens(session, user), "new_token": plain}
+    context = settings_context(session, user, new_token=plain)
     return templates.TemplateResponse(request, "settings.html", context)
 
 

@@ -1,0 +1,1 @@
+"""Webhooks: signed notifications that a job ended, kept in a database outbox until delivered."""
