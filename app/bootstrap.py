@@ -12,16 +12,18 @@ from sqlmodel import Session
 from app.datasets.crud import create_dataset
 from app.db import get_engine
 from app.demo_dataset import DEMO_DATASET_ID, DEMO_DATASET_NAME, write_demo_dataset
-from app.demo_extraction import EXTRACTION_DATASET_ID, EXTRACTION_DATASET_NAME, write_extraction_dataset
+from app.demo_extraction import (EXTRACTION_DATASET_ID, EXTRACTION_DATASET_NAME, PREFERENCE_DATASET_ID,
+                                 PREFERENCE_DATASET_NAME, write_extraction_dataset, write_preference_dataset)
 from app.models import Dataset
 from app import storage
 
 
 # (id, name, writer): the string transformations the random demo model learns, and the
-# extraction task SmolLM2 learns (app/demo_extraction.py).
+# extraction task SmolLM2 learns, and the same task as preference pairs for DPO (app/demo_extraction.py).
 BUILT_IN_DATASETS: tuple[tuple[str, str, Callable[[Path], int]], ...] = (
     (DEMO_DATASET_ID, DEMO_DATASET_NAME, write_demo_dataset),
     (EXTRACTION_DATASET_ID, EXTRACTION_DATASET_NAME, write_extraction_dataset),
+    (PREFERENCE_DATASET_ID, PREFERENCE_DATASET_NAME, write_preference_dataset),
 )
 
 

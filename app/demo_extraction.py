@@ -60,3 +60,25 @@ def extraction_rows(count: int = EXTRACTION_DATASET_ROWS) -> list[dict[str, str]
 
 def write_extraction_dataset(path: Path) -> int:
     return write_rows(path, extraction_rows())
+
+
+# The same task as preference pairs, for the DPO objective: the compact JSON answer is preferred to
+# a prose answer with the same facts (what an instruct model tends to say when asked as it is).
+PREFERENCE_DATASET_ID = "demo-prefer"
+PREFERENCE_DATASET_NAME = "Demo: prefer the compact JSON answer to prose (preference pairs, for DPO on SmolLM2)"
+PROSE = ("{name} is a {job} who lives in {city}.", "{name} works as a {job} in {city}.",
+         "The person is {name}, a {job} based in {city}.")
+
+
+def preference_rows(count: int = EXTRACTION_DATASET_ROWS) -> list[dict[str, object]]:
+    """Each extraction row as a pair: chosen the JSON answer, rejected the same facts in a sentence."""
+    rows: list[dict[str, object]] = []
+    for i, row in enumerate(extraction_rows(count)):
+        facts = json.loads(row["output"])
+        prose = PROSE[i % len(PROSE)].format(**facts)
+        rows.append({"prompt": f"{row['instruction']}\n\n{row['input']}", "chosen": row["output"], "rejected": prose})
+    return rows
+
+
+def write_preference_dataset(path: Path) -> int:
+    return write_rows(path, preference_rows())

@@ -123,9 +123,17 @@ def test_an_upload_is_counted_for_the_default_model_in_the_background(api: Local
     cache = api.data_dir / "cache" / "token_lengths"
     before = set(cache.glob("*.json"))
     response = _upload(client, "counted.jsonl", ("\n".join(_alpaca(i) for i in range(50)) + "\n").encode())
-    deadline = time.monotonic() + 30
-    while not set(cache.glob("*.json")) - before and time.monotonic() < deadline:  # nobody asked for a plan yet
-        time.sleep(0.05)
     path = storage.absolute(f"datasets/{response.json()['id']}.jsonl")
+    from app.datasets.token_lengths import _disk_cache, _key, _stamp
+    from app.prompts.tokenizer import load_tokenizer, model_folder
+
+    folder = model_folder(default_model_id())
+    assert folder is not None
+    fmt = "chat_template" if load_tokenizer(folder).chat_template else "alpaca"
+    own = _disk_cache(_key(_stamp(folder / "tokenizer.json"), path, fmt))  # this file's count, not a built-in's
+    deadline = time.monotonic() + 30
+    while not own.is_file() and time.monotonic() < deadline:  # nobody asked for a plan yet
+        time.sleep(0.05)
     lengths = dataset_lengths(path, default_model_id(), wait=0)
-    assert lengths.counted and len(lengths.rows) == 50 and set(cache.glob("*.json")) - before
+    assert own.is_file() and own in set(cache.glob("*.json")) - before
+    assert lengths.counted and len(lengths.rows) == 50

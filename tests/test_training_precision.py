@@ -25,7 +25,7 @@ def _linear_output_dtypes(assets: tuple[Path, Path], tmp_path: Path, precision: 
                           ) -> tuple[set[torch.dtype], set[torch.dtype]]:
     """(dtypes of the weights, dtypes the decoder's linears computed in) over one real training step."""
     from worker.methods import step_autocast
-    from worker.train.loop import train_step
+    from worker.train.step import train_step
     from worker.train.prepare import load_data, load_model
     from worker.train.spec import load_spec
 

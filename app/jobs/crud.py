@@ -12,7 +12,7 @@ from app.catalog.models import ModelNotFound, get_model
 from app.dispatch import enqueue_job
 from app.events.store import append_events
 from app.jobs.artifacts import available_downloads
-from app.methods import MethodError, check_against, check_seq_len, get_spec, missing_requirements
+from app.methods import METHODS, MethodError, check_against, check_seq_len, get_spec, missing_requirements
 from app.events.kinds import EventKind
 from app.webhooks.outbox import record_job_end
 from app.models import TERMINAL_STATUSES, Dataset, Job, JobStatus, User, utcnow
@@ -42,9 +42,26 @@ def check_combination(body: MethodJobCreate) -> None:
         raise FieldError(("hyperparameters", "gradient_checkpointing"), spec.no_checkpointing)
     if spec.no_padding_free is not None and body.hyperparameters.batching == "padding_free":
         raise FieldError(("hyperparameters", "batching"), spec.no_padding_free)
+    if body.hyperparameters.objective == "dpo" and spec.dpo_reference is None:
+        usable = ", ".join(m for m in METHODS if get_spec(m).dpo_reference is not None)
+        raise FieldError(("hyperparameters", "objective"), f"{spec.label} does not take the dpo objective; "
+                                                           f"use one of {usable}")
+    if body.hyperparameters.objective == "dpo" and body.hyperparameters.batching == "padding_free":
+        raise FieldError(("hyperparameters", "batching"), "dpo batches each pair's two answers side by side; "
+                                                          "use batching grouped or padded")
     if missing := missing_requirements(body.method):
         raise FieldError(("method",), f"{spec.label} needs {', '.join(missing)}, which is not installed here; "
                                       "use LoRA instead")
+
+
+def _check_objective_data(objective: str, fmt: str, field: str) -> None:
+    """DPO learns from preference pairs and nothing else; supervised training cannot use them."""
+    if objective == "dpo" and fmt != "preference":
+        raise FieldError((field,), f"objective dpo needs preference pairs (prompt, chosen, rejected); this dataset's "
+                                   f"rows are {fmt}")
+    if objective != "dpo" and fmt == "preference":
+        raise FieldError((field,), "this dataset holds preference pairs: train on it with hyperparameters.objective "
+                                   "dpo")
 
 
 def check_against_model(body: MethodJobCreate) -> None:
@@ -100,10 +117,12 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
     dataset = session.get(Dataset, body.dataset)
     if dataset is None or not can_see(owner, dataset.owner_id):
         raise FieldError(("dataset",), f"no dataset with id {body.dataset!r}")
+    _check_objective_data(body.hyperparameters.objective, dataset.format, "dataset")
     if body.validation_dataset is not None:
         held = session.get(Dataset, body.validation_dataset)
         if held is None or not can_see(owner, held.owner_id):
             raise FieldError(("validation_dataset",), f"no dataset with id {body.validation_dataset!r}")
+        _check_objective_data(body.hyperparameters.objective, held.format, "validation_dataset")
         if held.format != dataset.format:
             raise FieldError(("validation_dataset",), f"its rows are {held.format}, the training rows "
                                                       f"{dataset.format}: evaluate on rows of the same format")

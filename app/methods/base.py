@@ -130,6 +130,18 @@ class MethodSpec:
         return self.no_checkpointing is None
 
     @property
+    def dpo_reference(self) -> Literal["adapter_disabled", "frozen_copy"] | None:
+        """What DPO compares the trained model with: for LoRA-family adapters the base with the adapter
+        switched off (no second copy); for full and freeze a frozen copy of the starting weights. None:
+        the method does not take the DPO objective (GaLore's projected optimiser, bottleneck, prefix and
+        prompt adapters, for now)."""
+        if self.lora:
+            return "adapter_disabled"
+        if (self.trains_base and not self.low_rank_gradients) or self.trains_last_layers:
+            return "frozen_copy"
+        return None
+
+    @property
     def no_padding_free(self) -> str | None:
         """Why it cannot take padding-free batches; None: it can."""
         if self.virtual_tokens is None:

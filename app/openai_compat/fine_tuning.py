@@ -51,9 +51,9 @@ def create(body: FineTuningJobCreate, session: SessionDep, user: CurrentUser) ->
         kind, _ = body.openai_hyperparameters()
     except ValueError as exc:
         raise OpenAIError(400, str(exc), param="hyperparameters") from None
-    if kind != "supervised":
-        raise OpenAIError(400, f"method.type {kind!r} is not available on this server yet: use 'supervised'",
-                          param="method.type", code="invalid_value")
+    if kind == "reinforcement":
+        raise OpenAIError(400, "method.type 'reinforcement' is not available on this server: use 'supervised' or "
+                               "'dpo'", param="method.type", code="invalid_value")
     try:
         job_create = TypeAdapter(JobCreate).validate_python(job_body(body))
     except ValidationError as exc:

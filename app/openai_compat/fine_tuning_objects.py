@@ -29,7 +29,8 @@ PARAMS = {("dataset",): "training_file", ("validation_dataset",): "validation_fi
           ("hyperparameters", "epochs"): "hyperparameters.n_epochs",
           ("hyperparameters", "batch_size"): "hyperparameters.batch_size",
           ("hyperparameters", "learning_rate"): "hyperparameters.learning_rate_multiplier",
-          ("hyperparameters", "seed"): "seed", ("name",): "suffix"}
+          ("hyperparameters", "seed"): "seed", ("name",): "suffix",
+          ("hyperparameters", "dpo_beta"): "hyperparameters.beta", ("hyperparameters", "objective"): "method.type"}
 
 
 class FtHyperparameters(BaseModel):
@@ -115,8 +116,9 @@ class FineTuningJobCreate(BaseModel):
         if self.method is None:
             return "supervised", self.hyperparameters or FtHyperparameters()
         body = getattr(self.method, self.method.type, None)
-        return self.method.type, (body.hyperparameters if body is not None and body.hyperparameters
-                                  else FtHyperparameters())
+        if not isinstance(body, FtMethodBody) or body.hyperparameters is None:  # reinforcement: refused by the caller
+            return self.method.type, FtHyperparameters()
+        return self.method.type, body.hyperparameters
 
 
 def job_body(request: FineTuningJobCreate) -> dict[str, Any]:
@@ -132,6 +134,12 @@ def job_body(request: FineTuningJobCreate) -> dict[str, Any]:
         hp["learning_rate"] = ft.learning_rate_multiplier * get_spec(extras.method).learning_rate
     if request.seed is not None:
         hp["seed"] = request.seed
+    if kind == "dpo":
+        hp["objective"] = "dpo"
+        if isinstance(ft.beta, (int, float)) and not isinstance(ft.beta, bool):
+            hp["dpo_beta"] = ft.beta
+    elif isinstance(ft.beta, (int, float)) and not isinstance(ft.beta, bool):
+        hp["dpo_beta"] = ft.beta  # refused by the job's own check: beta is DPO's
     if request.validation_file and "eval_every" not in hp:
         hp["eval_every"] = hp.get("checkpoint_every") or 50  # valid_loss at each checkpoint, as OpenAI's
     body: dict[str, Any] = {"name": request.suffix or "", "model": request.model, "dataset": request.training_file,
@@ -163,7 +171,9 @@ def job_object(job: Job) -> dict[str, Any]:
     hyperparameters = {"n_epochs": hp.get("epochs") if hp.get("epochs") is not None else "auto",
                        "batch_size": hp.get("batch_size", "auto"),
                        "learning_rate_multiplier": round(float(hp.get("learning_rate", default_lr)) / default_lr, 6)}
-    kind = extras.get("method_type", "supervised")
+    kind = "dpo" if hp.get("objective") == "dpo" else "supervised"
+    if kind == "dpo":
+        hyperparameters["beta"] = hp.get("dpo_beta", 0.1)
     status = STATUS.get(JobStatus(job.status), job.status)
     estimated = None
     if job.status == JobStatus.RUNNING and job.started_at and job.step and job.total_steps:

@@ -86,7 +86,13 @@ def _layer_flops(arch: Architecture, plan: LayerPlan, tokens: int, s_q: int, s_k
 
 
 def flops_per_micro_batch(arch: Architecture, setup: TrainingSetup) -> float:
-    """Forward + backward FLOPs of one micro-batch (recomputation included)."""
+    """Forward + backward FLOPs of one micro-batch (recomputation included); for DPO the policy's over
+    each pair's two sequences, and the reference's forward over them (app/planner/dpo.py)."""
+    if setup.objective == "dpo":
+        from app.planner.dpo import pairs_setup
+
+        pairs = pairs_setup(setup)
+        return flops_per_micro_batch(arch, pairs) + forward_flops(arch, pairs)
     b, s, p = setup.batch_size, setup.seq_len, setup.virtual_tokens
     s_q = s + p if setup.spec.virtual_tokens == "prompt" else s
     s_k = s_q + (p if setup.spec.virtual_tokens == "prefix" else 0)
@@ -106,6 +112,14 @@ def flops_per_micro_batch(arch: Architecture, setup: TrainingSetup) -> float:
         head = 2.0 * tokens * arch.hidden_size * arch.vocab_size
     total += head + (head if grad else 0.0) + (head if head_trains(arch, setup) else 0.0)
     return total
+
+
+def forward_flops(arch: Architecture, setup: TrainingSetup) -> float:
+    """A forward pass alone (no gradient anywhere): every layer's forward products and the full output layer."""
+    tokens = setup.batch_size * setup.seq_len
+    layers = sum(_layer_flops(arch, plan, tokens, setup.seq_len, setup.seq_len, setup.batch_size, False)[0]
+                 for plan in layer_plans(arch, setup))
+    return layers + 2.0 * tokens * arch.hidden_size * arch.vocab_size
 
 
 def flops_per_step(arch: Architecture, setup: TrainingSetup) -> float:

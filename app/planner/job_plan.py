@@ -59,7 +59,8 @@ def plan_request_for(body: Any, precision: str) -> PlanRequest:
     return PlanRequest(model=body.model, methods=[body.method], seq_len=hp.seq_len, batch_size=hp.batch_size,
                        gradient_accumulation=hp.gradient_accumulation,
                        gradient_checkpointing=hp.gradient_checkpointing, precision=precision,
-                       method_config={body.method: body.method_config.model_dump(mode="json")})
+                       method_config={body.method: body.method_config.model_dump(mode="json")},
+                       objective=getattr(hp, "objective", "sft"))
 
 
 def job_plan(session: Session, body: Any, on_gpu: bool = False, wait: float | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ def targets_only_loss(arch: Architecture, setup: TrainingSetup) -> bool:
     peft's forward) nor a soft-capped or scaled output layer: those compute
     the full logits.
     """
-    if setup.spec.virtual_tokens is not None:
+    if setup.spec.virtual_tokens is not None or setup.objective != "sft":  # DPO sums full log-softmaxes
         return False
     config = arch.config
     softcap = config.get("final_logit_softcapping", GEMMA2_SOFTCAP if arch.family == "gemma2" else None)

@@ -167,6 +167,11 @@ def _forward(arch: Architecture, setup: TrainingSetup, num: Numerics, plans: lis
 
 def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
     """The peak over the phases of one step, and what it is made of."""
+    if setup.objective == "dpo":  # the policy's 2·b sequences, and the reference beside it (app/planner/dpo.py)
+        from app.planner.dpo import pairs_setup, with_reference
+
+        return with_reference(arch, setup, estimate_memory(arch, pairs_setup(setup)), numerics(setup).head,
+                              param_bytes(setup))
     num = numerics(setup)
     plans = layer_plans(arch, setup)
     trainable = trainable_tensors(arch, setup)

@@ -77,10 +77,14 @@ def build_setup(request: PlanRequest, method: str, arch: Architecture) -> Traini
             seq_len=request.seq_len, batch_size=request.batch_size,
             gradient_accumulation=request.gradient_accumulation,
             gradient_checkpointing=request.gradient_checkpointing, precision=request.precision,
+            objective=request.objective,
         )
     except ValidationError as exc:
         error = exc.errors()[0]
         raise PlanError(("method_config", method, *error["loc"]), error["msg"]) from exc
+    if request.objective == "dpo" and setup.spec.dpo_reference is None:
+        raise PlanError(("methods",), f"{method} does not take the dpo objective (LoRA, DoRA, QLoRA, full and freeze "
+                                      "do)")
     try:
         check_against(method, setup.options, arch, request.seq_len)
     except MethodError as exc:

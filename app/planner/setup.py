@@ -30,6 +30,7 @@ class TrainingSetup:
     gradient_checkpointing: bool = False
     precision: Precision = "bf16"
     optimizer: OptimizerName = "adamw"
+    objective: str = "sft"  # sft, dpo (app.planner.dpo), or dpo_pairs: a DPO step's 2·b sequences as one batch
     options_dict: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -89,7 +89,10 @@ def trained_turn(messages: list[dict[str, Any]]) -> int | None:
 def row_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     """A row as chat turns: instruction [+ input] or prompt is the user's turn, the answer the assistant's."""
     if "messages" in row:
-        return [{k: m[k] for k in ("role", "content", "weight") if k in m} for m in row["messages"]]
+        turns = [{k: m[k] for k in ("role", "content", "weight") if k in m} for m in row["messages"]]
+        # A preference pair (app.datasets.preference) reads as its preferred conversation where one is
+        # needed (token counts, plans, previews); the DPO trainer renders both answers itself.
+        return turns + [{"role": "assistant", "content": row["chosen"]}] if "chosen" in row else turns
     if "instruction" in row:
         extra = (row.get("input") or "").strip()
         user = row["instruction"] + (f"\n\n{row['input']}" if extra else "")

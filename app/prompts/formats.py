@@ -67,7 +67,7 @@ def alpaca_pair(row: dict[str, Any]) -> tuple[str, str]:
     if "prompt" in row:
         return row["prompt"], row["completion"]
     if "messages" in row:
-        return _chat_context(row["messages"])
+        return _chat_context(row_messages(row))
     if "text" in row:
         return "", row["text"]
     raise ValueError(f"row has no known format (fields: {', '.join(sorted(row))})")
@@ -83,7 +83,7 @@ def plain_pair(row: dict[str, Any]) -> tuple[str, str]:
     if "instruction" in row:
         extra = row.get("input") or ""
         return row["instruction"] + (f"\n{extra}" if extra.strip() else ""), row["output"]
-    messages = row["messages"]
+    messages = row_messages(row)
     last = trained_turn(messages)
     assert last is not None  # validated on upload (app.datasets.formats)
     return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"]

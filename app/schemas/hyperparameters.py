@@ -31,6 +31,10 @@ BATCHINGS: tuple[str, ...] = get_args(Batching)
 # The dtype recipe the trainer runs, the planner's `precision` (app/planner/setup.py): bf16 weights; mixed =
 # fp32 weights under bf16 autocast; fp32. None keeps the worker's own choice (fp32 on a CPU worker).
 Precision = Literal["bf16", "mixed", "fp32"]
+# What a step optimises (worker/train/objectives.py): sft learns the answers; dpo prefers a preference
+# pair's chosen answer over its rejected one, against a reference (Rafailov et al. 2023, sigmoid loss).
+Objective = Literal["sft", "dpo"]
+DPO_BETA = 0.1
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
 
@@ -79,6 +83,11 @@ class Hyperparameters(BaseModel):
                     "default: the chat template when the tokenizer has one, else alpaca",
     )
 
+    objective: Objective = Field("sft", description="sft: learn the answers; dpo: prefer each preference pair's "
+                                                    "chosen answer to its rejected one (preference datasets)")
+    dpo_beta: float = Field(DPO_BETA, gt=0, le=10, description="DPO's beta: how far the model may move from "
+                                                                "the reference (higher: closer to it)")
+
     batching: Batching | None = Field(
         None,
         description="How rows become batches: grouped (rows of similar length together, little padding), "
@@ -94,6 +103,8 @@ class Hyperparameters(BaseModel):
             self.max_steps = MAX_STEPS
         if self.eval_fraction is not None and self.eval_count is not None:
             raise ValueError("give either eval_fraction or eval_count, not both")
+        if self.dpo_beta != DPO_BETA and self.objective != "dpo":  # (a stored config repeats the default)
+            raise ValueError("dpo_beta applies to objective dpo only")
         return self
 
     @property

@@ -49,9 +49,18 @@ class PlanRequest(BaseModel):
     epochs: float = Field(1.0, gt=0, le=100)
     gpus: list[str] | None = Field(None, min_length=1, max_length=64, description="GPU names; default: all")
     mode: Literal["instant", "traced"] = "instant"
+    objective: Literal["sft", "dpo"] = Field(
+        "sft", description="sft; or dpo: two sequences per example, a reference forward (and, for full and freeze, "
+                           "a frozen reference copy); default methods then those that take it")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> "PlanRequest":
+        if self.objective == "dpo" and self.mode == "traced":
+            raise ValueError("objective dpo is planned in instant mode only: the traced step is a supervised one")
+        if self.objective == "dpo" and "methods" not in self.model_fields_set:
+            from app.methods import get_spec
+
+            self.methods = [m for m in METHODS if get_spec(m).dpo_reference is not None]
         if (self.model is None) == (self.config is None):
             raise ValueError("give exactly one of model or config")
         if self.dataset is not None and self.dataset_tokens is not None:

@@ -32,6 +32,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "sample_every": ("hyperparameters", "sample_every"),
     "prompt_format": ("hyperparameters", "prompt_format"),
     "batching": ("hyperparameters", "batching"),
+    "objective": ("hyperparameters", "objective"),
+    "dpo_beta": ("hyperparameters", "dpo_beta"),
 }
 # The form's training inputs, rendered from the schema's defaults and hints; the learning rate sits with
 # the method's options because its default is the method's own.

@@ -89,8 +89,9 @@ def summary(
     eval_loss: float | None = None,
     eval_exact_match: float | None = None,
     eval_before: dict[str, float | None] | None = None,
+    **objective_scores: float | None,
 ) -> None:
-    """The run's result. `merged_dir` is the merged model folder (None if the method has none);
+    """The run's result (`objective_scores`: the objective's own held-out scores, e.g. DPO's rewards). `merged_dir` is the merged model folder (None if the method has none);
     `probe` is {"prompt", "next_token_logits"} of the trained model, for checking a download;
     `eval_loss` and `eval_exact_match` are the final model's on the held-out rows (absent without them),
     `eval_before` the same scores of the base model before the first step (absent after a resume)."""
@@ -114,6 +115,7 @@ def summary(
         data["eval_before"] = eval_before
     if eval_exact_match is not None:
         data["eval_exact_match"] = eval_exact_match
+    data.update({k: v for k, v in objective_scores.items() if v is not None})
     emit(EventKind.SUMMARY, data)
 
 

@@ -3,9 +3,10 @@
 A method module decides what trains (LoRA adapters, the last layers, every
 weight) and how the result is saved; this loop only does what is common:
 load, batch, step the optimiser on a warmup-then-cosine schedule, report,
-save atomically. The loss is computed here rather than inside the model so
-that gradient accumulation divides by the token count of the whole step,
-not of each micro-batch, and so every method is measured the same way.
+save atomically. What a step optimises is the job's objective
+(`worker.train.objectives`: supervised, the loss on the answers normalised
+over the whole step, `worker.train.step`; or DPO, `worker.train.dpo`), the
+same for every method.
 
 Every `checkpoint_every` steps (and when SIGTERM asks it to stop) it writes
 a checkpoint (`worker.train.checkpoint`); with `resume` it continues from the
@@ -33,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -42,10 +42,8 @@ from transformers.utils import logging as hf_logging
 from worker.methods import step_autocast
 from worker.train import events
 from worker.train.artifacts import Checkpoints, save_artifact, save_merged, training_record
-from worker.train.data import Batch
-from worker.train.evaluate import held_out_scores
 from worker.train.faults import Fault, inject_fault, parse_fault  # noqa: F401 - Fault: tests import it from here
-from worker.train.loss import summed_loss
+from worker.train.objectives import objective_for
 from worker.train.prepare import load_data, load_model, optimizer_for, starting_point
 from worker.train.report import (PROBE_PROMPT, Meter, free_memory, log_baseline, log_parameters, log_samples,
                                  peak_memory_bytes, probe_logits, report_progress)
@@ -53,7 +51,6 @@ from worker.train.samples import pick_prompts
 from worker.train.spec import TrainSpec
 from worker.train.stop import Stopped, StopRequest
 
-GRAD_CLIP = 1.0  # max global grad norm; keeps early random-init steps from blowing up
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak rather than to zero
 
 
@@ -71,43 +68,12 @@ def schedule(warmup: int, peak: float) -> dict[str, object]:
     return {"kind": "warmup_cosine", "warmup_steps": warmup, "peak_learning_rate": peak, "min_lr_ratio": MIN_LR_RATIO}
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
-               accumulation: int, params: list[torch.nn.Parameter], device: torch.device,
-               autocast: torch.dtype | None = None) -> tuple[float, float, int]:
-    """One optimiser step over `accumulation` micro-batches; returns (loss, grad norm, tokens).
-
-    The whole step is fetched first because the loss is normalised by the
-    target count of the step, not of each micro-batch: accumulating then
-    computes what one big batch would have. With `autocast` (precision
-    `mixed`) the forward runs under `torch.autocast` in that dtype, as the
-    traced planner's step does (`worker.trace.step.training_step`); the
-    backward follows the forward's dtypes and the weights stay as loaded.
-    """
-    micro_batches = [next(batches) for _ in range(accumulation)]
-    n_targets = sum(b.n_targets for b in micro_batches)
-    loss_value = 0.0
-    for batch in micro_batches:
-        if autocast is None:  # the default path: no context at all
-            loss = summed_loss(model, batch, device) / n_targets
-        else:
-            with torch.autocast(device.type, dtype=autocast):
-                loss = summed_loss(model, batch, device) / n_targets
-        loss.backward()
-        loss_value += loss.item()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_value, grad_norm, sum(b.n_tokens for b in micro_batches)
-
-
 def train(spec: TrainSpec) -> Path:
     """Run one job from its spec, emitting events; return the artifact folder.
 
-    With `spec.resume` and a complete checkpoint, the run continues after that checkpoint's step with
-    its weights, optimiser state, RNG states and data position, so the steps (and, on the CPU, the
-    numbers) continue as if it had never stopped. SIGTERM ends it at the next step boundary with a
-    checkpoint (`Stopped`).
-    """
+    With `spec.resume` and a complete checkpoint, the run continues after that checkpoint's step with its
+    weights, optimiser state, RNG states and data position, so the steps (and, on the CPU, the numbers)
+    continue as if it had never stopped. SIGTERM ends it at the next step with a checkpoint (`Stopped`)."""
     stop = StopRequest.install()
     hp = spec.config.hyperparameters
     fault = parse_fault(os.environ.get("TUNEDECK_FAULT", ""))
@@ -118,9 +84,9 @@ def train(spec: TrainSpec) -> Path:
     tokenizer, method, model = load_model(spec, device)
     trainable, total_params = log_parameters(spec.config.method, model)
     data = load_data(spec, tokenizer, model)
+    objective = objective_for(spec, model, device)
     stream, held_out, total_steps = data.stream, data.held_out, data.total_steps
-    optimizer, optimizer_choice = optimizer_for(method, model, spec)
-    events.log(f"Optimizer: {optimizer_choice}")
+    optimizer = optimizer_for(method, model, spec)
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     sample_prompts = pick_prompts(held_out, data.examples) if hp.sample_every else []
     # Last thing before the loop: a resume restores the RNG states, which building the model drew from.
@@ -133,24 +99,26 @@ def train(spec: TrainSpec) -> Path:
     model.train()
     meter, resumed, loss_value = Meter(elapsed_before=start.elapsed_seconds), start.resumed, start.loss
     final_eval: dict[str, float | None] = {}  # the last evaluation's scores, for the summary
-    before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp, data.pad_id, device)
+    score = lambda: objective.scores(model, tokenizer, held_out, hp, data.pad_id, device)  # noqa: E731
+    before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp, data.pad_id, device,
+                                                   objective.scores)
     autocast = step_autocast(hp, spec.config.method_config)
     for step in range(start.step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_value, grad_norm, tokens = train_step(model, optimizer, batches, hp.gradient_accumulation,
-                                                   trainable_params, device, autocast)
+        loss_value, grad_norm, tokens, step_metrics = objective.step(
+            model, optimizer, batches, hp.gradient_accumulation, trainable_params, device, autocast)
         meter.add(loss_value, tokens, time.perf_counter() - started)
 
         last = step == total_steps
         evaluate = bool(held_out) and (last or (hp.eval_every > 0 and step % hp.eval_every == 0))
         if step % hp.log_every == 0 or last or evaluate:
-            if evaluate:
-                final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device, hp.seq_len)
+            final_eval = score() if evaluate else final_eval
             report_progress(meter, step=step, total=total_steps, learning_rate=lr, grad_norm=grad_norm,
-                            epoch=stream.epoch, device=device, resumed=resumed, **(final_eval if evaluate else {}))
+                            epoch=stream.epoch, device=device, resumed=resumed, **step_metrics,
+                            **(final_eval if evaluate else {}))
             resumed = False  # only the first point after a resume is marked
         if sample_prompts and (step % hp.sample_every == 0 or last):
             log_samples(model, tokenizer, sample_prompts, device, step, stop)
@@ -166,7 +134,7 @@ def train(spec: TrainSpec) -> Path:
             raise Stopped(step)
 
     if held_out and not final_eval:  # resumed from a checkpoint of the last step: nothing was evaluated yet
-        final_eval = held_out_scores(model, tokenizer, held_out, hp.batch_size, data.pad_id, device, hp.seq_len)
+        final_eval = score()
     probe = {"prompt": PROBE_PROMPT, "next_token_logits": probe_logits(model, tokenizer, device)}
     artifact = save_artifact(method, model, tokenizer, spec, training_record(spec, total_steps, loss_value))
     events.log(f"Saved {spec.config.method} artifact to {artifact}")

@@ -19,6 +19,7 @@ from worker.methods import Method, get_method, load_base, optimizer_name
 from worker.methods.optimizers import build_optimizer
 from worker.train import checkpoint, events
 from worker.train.data import BatchStream, Example, load_examples, prompt_format_of, split_holdout
+from worker.train.dpo import PairStream, load_pairs
 from worker.train.spec import TrainSpec
 
 
@@ -87,9 +88,10 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase, model: torch.
     prompt_format = prompt_format_of(tokenizer, hp.prompt_format)
     events.log(f"Prompt format: {prompt_format}" + ("" if hp.prompt_format else
                " (the default: the model's chat template when its tokenizer has one, else alpaca)"))
-    examples, dropped = load_examples(spec.dataset_path, tokenizer, hp.seq_len, prompt_format)
+    load = load_pairs if hp.objective == "dpo" else load_examples  # preference pairs for DPO, else rows
+    examples, dropped = load(spec.dataset_path, tokenizer, hp.seq_len, prompt_format)
     if spec.validation_path is not None:  # a validation dataset of its own: every training row trains
-        held_out, _ = load_examples(spec.validation_path, tokenizer, hp.seq_len, prompt_format)
+        held_out, _ = load(spec.validation_path, tokenizer, hp.seq_len, prompt_format)
     else:
         examples, held_out = split_holdout(examples, hp.eval_fraction, hp.eval_count, hp.seed)
     total_steps = hp.total_steps(len(examples))
@@ -99,20 +101,24 @@ def load_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase, model: torch.
         + f"; {total_steps} steps of {hp.batch_size}×{hp.gradient_accumulation} rows"
     )
     batching, why = batching_for(spec, model)
-    stream = BatchStream(examples, hp.batch_size, hp.seed, pad_id, batching)
+    if hp.objective == "dpo" and batching == "padding_free":  # a pair's answers go side by side, padded
+        batching, why = "grouped", "DPO batches each pair's two answers side by side"
+    stream = (PairStream if hp.objective == "dpo" else BatchStream)(examples, hp.batch_size, hp.seed, pad_id, batching)
     events.log(f"Batching: {batching} ({why})")
     return Data(examples=examples, held_out=held_out, stream=stream, pad_id=pad_id, total_steps=total_steps)
 
 
-def optimizer_for(method: Method, model: torch.nn.Module, spec: TrainSpec) -> tuple[torch.optim.Optimizer, str]:
-    """The method's own optimiser if it builds one (GaLore), else the one the options name."""
+def optimizer_for(method: Method, model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    """The method's own optimiser if it builds one (GaLore), else the one the options name; logged."""
     hp = spec.config.hyperparameters
     own_optimizer = getattr(method, "own_optimizer", None)
     if own_optimizer is not None:
         optimizer = own_optimizer(model, spec.config.method_config, hp.learning_rate, hp.weight_decay)
-        return optimizer, str(getattr(method, "OPTIMIZER_NAME", type(optimizer).__name__))
+        events.log(f"Optimizer: {getattr(method, 'OPTIMIZER_NAME', type(optimizer).__name__)}")
+        return optimizer
     choice = optimizer_name(spec.config.method_config)
-    return build_optimizer(model, choice, hp.learning_rate, hp.weight_decay), choice
+    events.log(f"Optimizer: {choice}")
+    return build_optimizer(model, choice, hp.learning_rate, hp.weight_decay)
 
 
 @dataclass(frozen=True)

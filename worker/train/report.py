@@ -20,8 +20,6 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from worker.train import events
-from worker.train.data import Example
-from worker.train.evaluate import held_out_scores
 from worker.train.samples import generate_samples
 from worker.train.stop import StopRequest
 
@@ -118,10 +116,13 @@ class Meter:
 def report_progress(
     meter: Meter, *, step: int, total: int, learning_rate: float, grad_norm: float, epoch: float,
     device: torch.device, resumed: bool, eval_loss: float | None = None, eval_exact_match: float | None = None,
+    **objective_metrics: float | None,
 ) -> None:
-    """One metric point and its log line, averaged over the steps since the last one (then reset)."""
+    """One metric point and its log line, averaged over the steps since the last one (then reset).
+
+    `objective_metrics`: the objective's own (DPO's rewards: the last step's, and the held-out ones)."""
     mean_loss = meter.loss / meter.steps
-    extra: dict[str, object] = {}
+    extra: dict[str, object] = {k: v for k, v in objective_metrics.items() if v is not None}
     if eval_loss is not None:
         extra["eval_loss"] = eval_loss
     if eval_exact_match is not None:
@@ -144,20 +145,25 @@ def report_progress(
         f"Step {step}/{total} loss {mean_loss:.4f} lr {learning_rate:.2e} grad norm {grad_norm:.3f}"
         + (f" eval loss {eval_loss:.4f}" if eval_loss is not None else "")
         + (f" exact match {100 * eval_exact_match:.1f}%" if eval_exact_match is not None else "")
+        + "".join(f" {k.replace('_', ' ')} {v:.3f}" for k, v in objective_metrics.items()
+                  if v is not None and k.endswith("reward_accuracy"))
     )
     meter.loss, meter.tokens, meter.seconds, meter.steps = 0.0, 0, 0.0, 0
 
 
-def log_baseline(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held_out: list[Example],
-                 hp: Any, pad_id: int, device: torch.device) -> dict[str, float | None]:
+def log_baseline(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held_out: list[Any],
+                 hp: Any, pad_id: int, device: torch.device, score: Any) -> dict[str, float | None]:
     """The base model's held-out scores before the first step (none without held-out rows): the
-    point training is measured from, so the first job on a real model shows what it changed."""
+    point training is measured from, so the first job on a real model shows what it changed.
+    `score` is the objective's (worker.train.objectives)."""
     if not held_out:
         return {}
-    scores = held_out_scores(model, tokenizer, held_out, hp.batch_size, pad_id, device, hp.seq_len)
+    scores = score(model, tokenizer, held_out, hp, pad_id, device)
     match = scores.get("eval_exact_match")
+    accuracy = scores.get("eval_reward_accuracy")
     events.log(f"Held-out before training: loss {scores['eval_loss']:.4f}"
-               + (f", exact match {100 * match:.1f}%" if match is not None else ""), baseline=scores)
+               + (f", exact match {100 * match:.1f}%" if match is not None else "")
+               + (f", reward accuracy {100 * accuracy:.1f}%" if accuracy is not None else ""), baseline=scores)
     return scores
 
 
