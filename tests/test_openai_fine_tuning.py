@@ -228,3 +228,22 @@ def test_a_file_in_use_by_a_queued_job_is_not_deleted_then_is(client: Any, stack
     with httpx.Client(base_url=stack.base_url, timeout=10) as http:
         assert http.get("/healthz").status_code == 200
     time.sleep(0)
+
+
+def test_a_dpo_job_takes_openai_preference_rows_and_reports_rewards(client: Any) -> None:
+    pairs = [{"input": {"messages": [{"role": "user", "content": f"Colour of thing {i}?"}]},
+              "preferred_output": [{"role": "assistant", "content": ["red", "green"][i % 2]}],
+              "non_preferred_output": [{"role": "assistant", "content": "I do not know."}]} for i in range(16)]
+    upload = client.files.create(file=("pairs.jsonl", io.BytesIO(_jsonl(pairs))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="demo", training_file=upload.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "batch_size": 4}}},
+        extra_body={"tunedeck": {"hyperparameters": {"max_steps": 4, "seq_len": 128}}})
+    assert job.method.type == "dpo" and job.hyperparameters.model_extra["beta"] == 0.2
+    done = _wait(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    metrics = [e.data for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data if e.type == "metrics"]
+    assert metrics and all("reward_accuracy" in m and "reward_margin" in m for m in metrics)
+    with pytest.raises(openai.BadRequestError) as refused:  # supervised training cannot use preference pairs
+        client.fine_tuning.jobs.create(model="demo", training_file=upload.id)
+    assert refused.value.body["param"] == "training_file" and "dpo" in refused.value.body["message"]

@@ -261,3 +261,62 @@ def test_the_fine_tuned_model_gives_the_trained_answer_through_the_openai_client
     answer = sdk.chat.completions.create(model=done.fine_tuned_model, temperature=0, max_tokens=64, messages=[
         {"role": "user", "content": f"{row['instruction']}\n\n{row['input']}"}])
     assert answer.choices[0].message.content.strip() == row["output"]
+
+
+# -- Issue 16: preference training (DPO) on the real model ---------------------------------------------------
+
+DPO_STEPS, DPO_EVERY = 10, 5
+
+
+@pytest.fixture(scope="module")
+def dpo_run(learnt: dict[str, Any]) -> dict[str, Any]:
+    """The built-in preference pairs (compact JSON preferred to prose) as OpenAI's preference rows, trained with
+    `method={"type": "dpo"}` through the official client: LoRA, the reference the base with the adapter off."""
+    import openai
+
+    from app.demo_extraction import preference_rows
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    stack = learnt["stack"]
+    sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
+    rows = "".join(json.dumps({"input": {"messages": [{"role": "user", "content": r["prompt"]}]},
+                               "preferred_output": [{"role": "assistant", "content": r["chosen"]}],
+                               "non_preferred_output": [{"role": "assistant", "content": r["rejected"]}]}) + "\n"
+                   for r in preference_rows())
+    upload = sdk.files.create(file=("prefer.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
+    created = sdk.fine_tuning.jobs.create(
+        model="smollm2-135m-instruct", training_file=upload.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {
+            "beta": 0.1, "batch_size": 2, "learning_rate_multiplier": LEARNING_RATE / get_spec("lora").learning_rate}}},
+        extra_body={"tunedeck": {"hyperparameters": {"max_steps": DPO_STEPS, "eval_count": HELD_OUT,
+                                                     "eval_every": DPO_EVERY, "seq_len": 256}}})
+    deadline = time.monotonic() + 900
+    while (done := sdk.fine_tuning.jobs.retrieve(created.id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, done
+        time.sleep(2)
+    with stack.client() as client:
+        events = read_events(client, created.id, timeout=60)
+        job = client.get(f"/api/v1/jobs/{created.id}").json()
+        download = client.get(f"/api/v1/jobs/{created.id}/adapter")
+    adapter = stack.data_dir / "downloaded-dpo-adapter"
+    zipfile.ZipFile(io.BytesIO(download.content)).extractall(adapter)
+    return {"done": done, "job": job, "events": events, "adapter": adapter}
+
+
+def test_dpo_raises_the_held_out_reward_accuracy_from_zero_past_80_percent(dpo_run: dict[str, Any]) -> None:
+    """Issue 16, acceptance 3, on SmolLM2: before training the model is its own reference (accuracy 0)."""
+    assert dpo_run["done"].status == "succeeded" and dpo_run["done"].method.type == "dpo", dpo_run["done"].error
+    summary = dpo_run["job"]["summary"]
+    points = [e["data"] for e in dpo_run["events"] if e["event"] == "metric" and "eval_reward_accuracy" in e["data"]]
+    assert [p["step"] for p in points] == list(range(DPO_EVERY, DPO_STEPS + 1, DPO_EVERY))
+    before, after = summary["eval_before"]["eval_reward_accuracy"], summary["eval_reward_accuracy"]
+    print(f"\nSmolLM2 DPO on the preference pairs: held-out reward accuracy {before:.0%} -> "
+          + " -> ".join(f"{p['eval_reward_accuracy']:.0%} (step {p['step']})" for p in points)
+          + f"; reward margin {summary['eval_reward_margin']:.3f}")
+    assert before == 0.0 and after > 0.8 and summary["eval_reward_margin"] > 0
+
+
+def test_the_dpo_adapter_loads_in_stock_peft(dpo_run: dict[str, Any], learnt: dict[str, Any]) -> None:
+    answer = run_readme_snippet(dpo_run["adapter"], "Extract the person's name, city and job as JSON.\n\n"
+                                                    "Maria Lopez lives in Porto and works as a nurse.", learnt["cwd"])
+    assert answer.strip()
