@@ -46,6 +46,15 @@ def stack(learnt: dict[str, Any]) -> Stack:
     return learnt["stack"]
 
 
+def _polled(sdk: Any, job_id: str, timeout: float = 900) -> Any:
+    """The job as the SDK reads it once it has ended, polled as an OpenAI script polls."""
+    deadline = time.monotonic() + timeout
+    while (done := sdk.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, done
+        time.sleep(2)
+    return done
+
+
 def _run(stack: Stack) -> dict[str, Any]:
     """The finished job, its events, and its adapter download unzipped.
 
@@ -68,10 +77,7 @@ def _run(stack: Stack) -> dict[str, Any]:
             "batch_size": 1, "learning_rate_multiplier": LEARNING_RATE / get_spec("lora").learning_rate}}},
         extra_body={"tunedeck": {"hyperparameters": {"max_steps": STEPS, "eval_count": HELD_OUT, "eval_every": EVERY,
                                                      "sample_every": EVERY, "checkpoint_every": EVERY}}})
-    deadline = time.monotonic() + 900
-    while (done := sdk.fine_tuning.jobs.retrieve(created.id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, done
-        time.sleep(2)
+    done = _polled(sdk, created.id)
     job_id = created.id
     with stack.client() as client:
         events = read_events(client, job_id, timeout=900)
@@ -290,10 +296,7 @@ def dpo_run(learnt: dict[str, Any]) -> dict[str, Any]:
             "beta": 0.1, "batch_size": 2, "learning_rate_multiplier": LEARNING_RATE / get_spec("lora").learning_rate}}},
         extra_body={"tunedeck": {"hyperparameters": {"max_steps": DPO_STEPS, "eval_count": HELD_OUT,
                                                      "eval_every": DPO_EVERY, "seq_len": 256}}})
-    deadline = time.monotonic() + 900
-    while (done := sdk.fine_tuning.jobs.retrieve(created.id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, done
-        time.sleep(2)
+    done = _polled(sdk, created.id)
     with stack.client() as client:
         events = read_events(client, created.id, timeout=60)
         job = client.get(f"/api/v1/jobs/{created.id}").json()
