@@ -110,7 +110,7 @@ def _preference_file(path: Path, rows: int = 24) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method", ["lora", "freeze"])
+@pytest.mark.parametrize("method", ["lora", "dora", "qlora", "freeze"])
 def test_a_dpo_run_raises_the_held_out_reward_accuracy_and_reports_the_rewards(
         assets: tuple[Path, Path], tmp_path: Path, method: str) -> None:
     """The trainer end to end on the demo model: DPO metrics every step, held-out reward accuracy from 0
@@ -118,7 +118,7 @@ def test_a_dpo_run_raises_the_held_out_reward_accuracy_and_reports_the_rewards(
     from tests.helpers.trainer import run_trainer, write_spec
 
     dataset = _preference_file(tmp_path / "pairs.jsonl")
-    options = None if method == "lora" else {"trainable_layers": 2}
+    options = {"trainable_layers": 2} if method == "freeze" else None
     spec = write_spec(tmp_path / "job", assets[0], dataset, method=method, method_config=options, max_steps=12,
                       batch_size=4, objective="dpo", dpo_beta=0.1, eval_count=6, eval_every=6, learning_rate=5e-3)
     run = run_trainer(spec)
