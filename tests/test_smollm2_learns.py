@@ -267,6 +267,16 @@ def test_the_fine_tuned_model_gives_the_trained_answer_through_the_openai_client
     answer = sdk.chat.completions.create(model=done.fine_tuned_model, temperature=0, max_tokens=64, messages=[
         {"role": "user", "content": f"{row['instruction']}\n\n{row['input']}"}])
     assert answer.choices[0].message.content.strip() == row["output"]
+    # The rest of an OpenAI script's tour of the same job: its events paged with `after`, its checkpoints.
+    page, seen = sdk.fine_tuning.jobs.list_events(done.id, limit=20), []
+    while True:
+        seen += page.data
+        if not page.has_more:
+            break
+        page = sdk.fine_tuning.jobs.list_events(done.id, limit=20, after=page.data[-1].id)
+    assert sorted(e.data["step"] for e in seen if e.type == "metrics") == list(range(1, STEPS + 1))
+    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(done.id).data
+    assert [c.step_number for c in checkpoints] == [STEPS, EVERY] and checkpoints[0].metrics.valid_loss is not None
 
 
 # -- Issue 16: preference training (DPO) on the real model ---------------------------------------------------
