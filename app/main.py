@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -104,6 +105,14 @@ async def _http_errors(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+async def _docs() -> Response:
+    """The interactive API page, with Swagger UI's assets from static/vendor (works without internet)."""
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Tunedeck API",
+                               swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                               swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+                               swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png")
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
@@ -111,6 +120,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="Plan, launch and watch fine-tuning jobs of language models.",
         lifespan=lifespan,
+        docs_url=None,  # served below from static/vendor: FastAPI's own page loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _validation_errors(validation_handler(frozenset(METHODS))))
     app.add_exception_handler(LoginRequired, _login_required)
@@ -131,6 +142,7 @@ def create_app() -> FastAPI:
     app.include_router(playground.router, dependencies=guarded)
     app.include_router(webhooks_page.router, dependencies=guarded)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.add_api_route("/docs", _docs, include_in_schema=False)
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(
         SessionMiddleware, secret_key=session_secret(), session_cookie="tunedeck_session",
