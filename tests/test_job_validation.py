@@ -186,3 +186,10 @@ def test_the_form_offers_each_batching_and_refuses_padding_free_prompt_tuning_be
     assert 'id="batching" name="batching" aria-invalid="true"' in response.text
     assert "prepends its virtual tokens" in response.text
     assert _count(client) == before
+
+
+def test_warmup_longer_than_an_epoch_based_run_names_warmup_steps(client: httpx.Client) -> None:
+    """The demo's 400 rows at batch 8 are 50 steps an epoch: 80 warm-up steps would never reach the peak."""
+    body = job_body(hyperparameters={"max_steps": None, "epochs": 1, "warmup_steps": 80})
+    response = client.post("/api/v1/jobs", json=body)
+    assert _locs(response) == [["body", "hyperparameters", "warmup_steps"]] and "50 steps" in response.text

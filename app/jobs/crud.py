@@ -133,6 +133,12 @@ def create_job(session: Session, body: MethodJobCreate, owner: User) -> Job:
             f"eval_count {eval_count} leaves no rows to train on: the dataset has {dataset.rows} rows; "
             "hold out fewer (or give eval_fraction)",
         )
+    hp = body.hyperparameters
+    if hp.epochs is not None and hp.warmup_steps > (steps := hp.total_steps(dataset.rows)):
+        raise FieldError(("hyperparameters", "warmup_steps"), f"warmup_steps {hp.warmup_steps} is longer than the "
+                                                              f"run's {steps} steps ({hp.epochs} epochs of "
+                                                              f"{dataset.rows} rows): the learning rate would never "
+                                                              "reach its peak")
     check_against_model(body)
     resolve_prompt_format(body)
     hp = body.hyperparameters

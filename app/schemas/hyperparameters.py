@@ -36,7 +36,7 @@ Precision = Literal["bf16", "mixed", "fp32"]
 Objective = Literal["sft", "dpo"]
 DPO_BETA = 0.1
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-LearningRate = Annotated[float, Field(gt=0, le=1.0, description="Peak learning rate (default: the method's own)")]
+LearningRate = Annotated[float, Field(gt=0, le=10.0, description="Peak learning rate (default: the method's own)")]
 
 
 class Hyperparameters(BaseModel):
@@ -83,6 +83,9 @@ class Hyperparameters(BaseModel):
                     "default: the chat template when the tokenizer has one, else alpaca",
     )
 
+    continue_on_divergence: bool = Field(
+        False, description="Go on when the loss becomes NaN/inf or the gradient norm explodes (default: the job "
+                           "fails at once, saying to lower the learning rate or add warm-up)")
     objective: Objective = Field("sft", description="sft: learn the answers; dpo: prefer each preference pair's "
                                                     "chosen answer to its rejected one (preference datasets)")
     dpo_beta: float = Field(DPO_BETA, gt=0, le=10, description="DPO's beta: how far the model may move from "
@@ -103,6 +106,9 @@ class Hyperparameters(BaseModel):
             self.max_steps = MAX_STEPS
         if self.eval_fraction is not None and self.eval_count is not None:
             raise ValueError("give either eval_fraction or eval_count, not both")
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} is longer than the run's {self.max_steps} steps: "
+                             "the learning rate would never reach its peak")
         if self.dpo_beta != DPO_BETA and self.objective != "dpo":  # (a stored config repeats the default)
             raise ValueError("dpo_beta applies to objective dpo only")
         return self

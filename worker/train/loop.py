@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from worker.methods import step_autocast
 from worker.train import events
 from worker.train.artifacts import Checkpoints, save_artifact, save_merged, training_record
+from worker.train.health import Health
 from worker.train.faults import Fault, inject_fault, parse_fault  # noqa: F401 - Fault: tests import it from here
 from worker.train.objectives import objective_for
 from worker.train.prepare import load_data, load_model, optimizer_for, starting_point
@@ -93,23 +93,23 @@ def train(spec: TrainSpec) -> Path:
     start = starting_point(spec, model, optimizer, method, stream, total_steps)
     batches = iter(stream)
     checkpoints = Checkpoints(spec, method, stream, total_steps, schedule(hp.warmup_steps, hp.learning_rate))
-
     if stop.requested:  # asked to stop while loading: nothing new to save
         raise Stopped(start.step)
     model.train()
-    meter, resumed, loss_value = Meter(elapsed_before=start.elapsed_seconds), start.resumed, start.loss
+    meter, health = Meter(elapsed_before=start.elapsed_seconds), Health(hp, objective.loss_vocab_size)
+    resumed, loss_value = start.resumed, start.loss
     final_eval: dict[str, float | None] = {}  # the last evaluation's scores, for the summary
     score = lambda: objective.scores(model, tokenizer, held_out, hp, data.pad_id, device)  # noqa: E731
     before = {} if start.resumed else log_baseline(model, tokenizer, held_out, hp, data.pad_id, device,
                                                    objective.scores)
-    autocast = step_autocast(hp, spec.config.method_config)
     for step in range(start.step + 1, total_steps + 1):
         started = time.perf_counter()
         lr = lr_at(step, total_steps, hp.warmup_steps, hp.learning_rate)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_value, grad_norm, tokens, step_metrics = objective.step(
-            model, optimizer, batches, hp.gradient_accumulation, trainable_params, device, autocast)
+            model, optimizer, batches, hp.gradient_accumulation, trainable_params, device)
+        health.check(step, loss_value, grad_norm, lr)  # a NaN loss or exploding gradients end the job here
         meter.add(loss_value, tokens, time.perf_counter() - started)
 
         last = step == total_steps

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from app.methods import get_spec
+from worker.methods import step_autocast
 from worker.train import dpo
 from worker.train.data import Batch
 from worker.train.evaluate import held_out_scores
@@ -27,14 +28,9 @@ Scores = Callable[[torch.nn.Module, PreTrainedTokenizerBase, list[Any], Any, int
 @dataclass(frozen=True)
 class Objective:
     name: str
-    step: Step  # (model, optimizer, batches, accumulation, params, device, autocast) -> loss, norm, tokens, metrics
+    step: Step  # (model, optimizer, batches, accumulation, params, device) -> loss, grad norm, tokens, metrics
     scores: Scores  # (model, tokenizer, held_out, hyperparameters, pad_id, device) -> eval metrics
-
-
-def _sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch], accumulation: int,
-              params: list[torch.nn.Parameter], device: torch.device, autocast: torch.dtype | None
-              ) -> tuple[float, float, int, dict[str, float]]:
-    return (*train_step(model, optimizer, batches, accumulation, params, device, autocast), {})
+    loss_vocab_size: int | None = None  # a cross-entropy's vocabulary, for the health check (worker.train.health)
 
 
 def _sft_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held_out: list[Any], hp: Any,
@@ -44,8 +40,15 @@ def _sft_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, held
 
 def objective_for(spec: TrainSpec, model: torch.nn.Module, device: torch.device) -> Objective:
     hp = spec.config.hyperparameters
+    autocast = step_autocast(hp, spec.config.method_config)  # precision mixed: the forward under bf16 autocast
     if hp.objective != "dpo":
-        return Objective("sft", _sft_step, _sft_scores)
+        def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch],
+                     accumulation: int, params: list[torch.nn.Parameter], device: torch.device
+                     ) -> tuple[float, float, int, dict[str, float]]:
+            return (*train_step(model, optimizer, batches, accumulation, params, device, autocast), {})
+
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        return Objective("sft", sft_step, _sft_scores, vocab if isinstance(vocab, int) else None)
     if get_spec(spec.config.method).dpo_reference == "frozen_copy":
         reference: torch.nn.Module | None = dpo.load_reference(spec.model_path, model, device)
     else:
@@ -53,8 +56,7 @@ def objective_for(spec: TrainSpec, model: torch.nn.Module, device: torch.device)
     beta = hp.dpo_beta
 
     def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Batch], accumulation: int,
-             params: list[torch.nn.Parameter], device: torch.device, autocast: torch.dtype | None
-             ) -> tuple[float, float, int, dict[str, float]]:
+             params: list[torch.nn.Parameter], device: torch.device) -> tuple[float, float, int, dict[str, float]]:
         return dpo.dpo_step(model, reference, optimizer, batches, accumulation, params, device, beta, GRAD_CLIP,
                             autocast)
 
