@@ -26,6 +26,7 @@ from app.web.templating import templates
 from app import storage
 from app.jobs.checkpoints import CHECKPOINT_DIR, complete_checkpoints, describe
 from app.serving.client import live_servers
+from app.settings import get_settings
 from app.workers import live_workers
 from app.web import models_page
 from app.web.prompt_preview import preview_context
@@ -111,6 +112,7 @@ def _form_context(session: Any, user: Any, values: dict[str, str] | None = None,
         "training_fields": hyperparameter_fields(TRAINING_FIELDS),
         "lifecycle_fields": hyperparameter_fields(LIFECYCLE_FIELDS),
         "precisions": PRECISION_LABELS,
+        "max_upload_mb": get_settings().max_upload_mb,
     }
 
 

@@ -161,9 +161,11 @@ ONE_WORKER: tuple[WorkerSpec, ...] = (("worker", "auto,planning", None),)
 
 @contextmanager
 def running_stack(data_dir: Path, *, workers: Sequence[WorkerSpec] = ONE_WORKER, api: bool = True,
-                  build_demo: bool = True) -> Iterator[Stack]:
-    """Redis, migrations, the demo model, the workers asked for and the API; all stopped on exit."""
+                  build_demo: bool = True, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Redis, migrations, the demo model, the workers asked for and the API (with `env` added to every
+    process's environment); all stopped on exit."""
     stack = make_stack(data_dir)
+    stack.env.update(env or {})
     try:
         stack.start_redis()
         stack.run_cli("migrate")
