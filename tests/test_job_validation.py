@@ -193,3 +193,12 @@ def test_warmup_longer_than_an_epoch_based_run_names_warmup_steps(client: httpx.
     body = job_body(hyperparameters={"max_steps": None, "epochs": 1, "warmup_steps": 80})
     response = client.post("/api/v1/jobs", json=body)
     assert _locs(response) == [["body", "hyperparameters", "warmup_steps"]] and "50 steps" in response.text
+
+
+def test_the_form_marks_the_field_an_eval_setting_conflict_is_about(client: httpx.Client) -> None:
+    """A check across fields (eval_every with no held-out rows) is shown at eval_every, not only in the banner."""
+    response = client.post("/jobs", data={"model": "demo", "dataset": "demo", "method": "lora", "eval_every": "5"})
+    assert response.status_code == 422
+    assert 'id="eval_every" name="eval_every" type="number"' in response.text
+    marked = response.text.split('id="eval_every"', 1)[1].split(">", 1)[0]
+    assert 'aria-invalid="true"' in marked and "eval_every needs held-out rows" in response.text

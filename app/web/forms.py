@@ -74,7 +74,21 @@ def field_for(loc: tuple[Any, ...]) -> str:
 
 
 def validation_messages(exc: ValidationError) -> dict[str, str]:
+    """Each error at the form field it is about: a check across fields (eval_every without held-out rows,
+    max_steps with epochs, warm-up past the run) reports at the body or at `hyperparameters`, so its field
+    is the first one its message names."""
     messages: dict[str, str] = {}
     for error in exc.errors():
-        messages.setdefault(field_for(error["loc"]), error["msg"])
+        field = field_for(error["loc"])
+        if field not in FIELDS:
+            field = next((name for name in _mentioned(str(error["msg"]))), field)
+        messages.setdefault(field, error["msg"])
     return messages
+
+
+def _mentioned(message: str) -> list[str]:
+    """Form fields a message names, in the order it names them."""
+    import re
+
+    found = [(m.start(), name) for name in FIELDS if (m := re.search(rf"\b{name}\b", message))]
+    return [name for _, name in sorted(found)]

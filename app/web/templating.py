@@ -26,7 +26,8 @@ def human_bytes(value: int | None) -> str:
 
 
 def human_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+    """Stored times are UTC (SQLite gives them back naive): shown with their zone, never as local time."""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:
