@@ -41,7 +41,8 @@ from app.openai_compat import routes as openai_routes
 from app.settings import get_settings
 from app.upload_limit import UploadLimitMiddleware
 from app.webhooks.sender import run_sender
-from app.web import account, calibration_page, job_estimate, pages, plan_pages, playground, webhooks_page
+from app.web import (account, calibration_page, job_actions, job_estimate, pages, plan_pages, playground,
+                     webhooks_page)
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def create_app() -> FastAPI:
     app.include_router(account.public)
     app.include_router(account.private, dependencies=guarded)
     app.include_router(pages.router, dependencies=guarded)
+    app.include_router(job_actions.router, dependencies=guarded)
     app.include_router(job_estimate.router, dependencies=guarded)
     app.include_router(plan_pages.router, dependencies=guarded)
     app.include_router(calibration_page.router, dependencies=guarded)

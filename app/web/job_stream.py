@@ -62,7 +62,8 @@ def event_frames(job_id: str, seq: int, kind: str, data: dict[str, Any]) -> str:
         frames.append(format_event(None, PageEvent.PROGRESS, progress.render(step=data.get("step", 0), total=data.get("total", 0), eta=_eta(data))))
     elif kind == EventKind.STATUS:
         badge = templates.get_template("partials/job_status.html")
-        frames.append(format_event(seq, EventKind.STATUS, badge.render(status=data.get("status"), job_id=job_id)))
+        frames.append(format_event(seq, EventKind.STATUS, badge.render(status=data.get("status"), job_id=job_id,
+                                                                      oob=True)))
     text = _timeline_text(kind, data)
     if text:
         frames.append(format_event(None, PageEvent.TIMELINE, templates.get_template("partials/timeline_item.html").render(text=text, when="")))

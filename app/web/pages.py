@@ -15,7 +15,7 @@ from app.demo_extraction import (EXTRACTION_DATASET_ID, SUGGESTED_EVAL_COUNT, SU
                                  SUGGESTED_SAMPLE_EVERY)
 from app.datasets.crud import DatasetRejected, create_dataset, kind_of, list_datasets, safe_display_name
 from app.events.sse import job_events
-from app.jobs.crud import FieldError, cancel_job, create_job, downloads, list_jobs
+from app.jobs.crud import FieldError, create_job, downloads, list_jobs
 from app.models import JOB_STATUSES
 from app.methods import DEFAULT_METHOD, METHOD_LABELS, METHODS, missing_requirements
 from app.web.method_fields import hyperparameter_fields, option_fields
@@ -206,12 +206,6 @@ def job_page(request: Request, job: JobDep) -> HTMLResponse:
 @router.get("/jobs/{job_id}/summary", response_class=HTMLResponse)
 def job_summary(request: Request, job: JobDep) -> HTMLResponse:
     return templates.TemplateResponse(request, "partials/job_summary.html", {"job": job, "downloads": downloads(job)})
-
-
-@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def cancel_from_page(request: Request, job: JobDep, session: SessionDep) -> HTMLResponse:
-    job = cancel_job(session, job)
-    return templates.TemplateResponse(request, "partials/job_status.html", {"status": job.status, "job_id": job.id})
 
 
 @router.get("/jobs/{job_id}/checkpoints", response_class=HTMLResponse)
